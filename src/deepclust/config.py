@@ -1,0 +1,269 @@
+"""Typed run configuration: dataclasses loaded from YAML, overridable with dotted keys.
+
+Unknown keys and wrong types are rejected with a message naming the key and the valid
+options, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from deepclust.errors import ConfigError, unknown_name
+
+CONFIG_ROOT = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None
+    protocol: Literal["train-test", "all"] = "train-test"
+    image_size: int | None = None  # stored resolution; None = the dataset's default
+    include_unlabeled: bool = False  # STL-10: add the unlabeled split to the fit set
+    bad_images: Literal["skip", "fail"] = "skip"
+    download: bool = False
+    num_workers: int = 0  # DataLoader workers for the CPU view path
+    augment_on: Literal["auto", "loader", "device"] = "auto"  # auto: device on CUDA, loader on CPU
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "resnet18"
+    stem: Literal["auto", "cifar", "cifar_maxpool", "imagenet"] = "auto"
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    nesterov: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["constant", "multistep", "cosine"] = "constant"
+    warmup_iters: int = 0  # linear warm-up, in iterations (added to warmup_epochs)
+    warmup_epochs: int = 0
+    milestones: tuple[int, ...] = ()  # epochs, for multistep
+    gamma: float = 0.1
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of the base lr
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 0
+    batch_size: int = 256
+    eval_batch_size: int = 512
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    grad_clip: float | None = None
+    eval_every: int = 1  # epochs; 0 = only at the end
+    checkpoint_every: int = 1  # epochs
+    max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+    progress: bool = True
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass
+class RunConfig:
+    method: str = "kmeans"
+    dataset: str = "digits"
+    clusters: int | None = None  # K; None = the dataset's number of classes
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    params: dict[str, Any] = field(default_factory=dict)  # the method's own settings, typed by it
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists: what YAML and weights_only checkpoints hold."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"'{key}': invalid value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"'{key}' must be one of {', '.join(map(str, args))}; got {value!r}.")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"'{key}' must be a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}."
+            )
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ConfigError(f"'{key}' needs {len(args)} values; got {list(value)!r}.")
+        item_types = (
+            [args[0]] * len(value) if (origin is list or args[-1:] == (Ellipsis,)) else list(args)
+        )
+        items = [
+            _coerce(v, t, f"{key}[{i}]")
+            for i, (v, t) in enumerate(zip(value, item_types, strict=True))
+        ]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"'{key}' must be a mapping; got {value!r}.")
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"'{key}' must be true or false; got {value!r}.")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"'{key}' must be an integer; got {value!r}.")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 5e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"'{key}' must be a number; got {value!r}.")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"'{key}' must be a string; got {value!r}.")
+    raise TypeError(f"unsupported config type {tp} for '{key}'")
+
+
+def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    """Build dataclass `cls` from a plain dict, rejecting unknown keys and bad types."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                unknown_name("config key", f"{prefix}{key}", [f"{prefix}{n}" for n in names])
+            )
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """tree['a']['b'] = value for dotted 'a.b' (creating mappings on the way)."""
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"'{dotted}': '{part}' is a value, not a section.")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """['train.lr=0.1', ...] -> [('train.lr', 0.1)], values parsed as YAML scalars."""
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value (e.g. train.epochs=10); got '{item}'.")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def default_config_file(method: str, dataset: str) -> Path | None:
+    """configs/<method>/<dataset>.yaml, else configs/<method>/default.yaml, else None."""
+    for name in (dataset, "default"):
+        path = CONFIG_ROOT / method / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file '{path}' is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file '{path}' must hold a mapping at the top level.")
+    return data
+
+
+def build_config(
+    method: str | None = None,
+    dataset: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
+) -> RunConfig:
+    """Resolve a run config: defaults < configs/<method>/<dataset>.yaml < FILE < overrides.
+
+    method/dataset given explicitly win over the file's; overrides use dotted keys.
+    """
+    tree: dict[str, Any] = {}
+    if config_file is not None:
+        file_tree = read_yaml(config_file)
+        method = method or file_tree.get("method")
+        dataset = dataset or file_tree.get("dataset")
+    method = method or RunConfig.method
+    dataset = dataset or RunConfig.dataset
+    packaged = default_config_file(method, dataset)
+    if packaged is not None:
+        _merge(tree, read_yaml(packaged))
+    if config_file is not None:
+        _merge(tree, file_tree)
+    tree["method"], tree["dataset"] = method, dataset
+    for key, value in overrides or []:
+        set_dotted(tree, key, value)
+    return from_dict(RunConfig, tree)
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def params_from_dict(params_cls: type, data: dict[str, Any]) -> Any:
+    """A method's typed params from the config's `params` section."""
+    return from_dict(params_cls, data, prefix="params.")

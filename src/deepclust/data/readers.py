@@ -1,0 +1,495 @@
+"""Readers for the on-disk formats of the supported datasets.
+
+Array formats (CIFAR pickles, STL-10 binaries, IDX) are read directly into uint8 arrays.
+Image files (JPEG, PNG, ...) are decoded with PIL in a thread pool into one preallocated
+uint8 array, and the result is cached on disk (see `load_image_files`).
+
+All arrays returned here are numpy uint8 [N, 3, H, W] (images) or int64 [N] (labels).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from deepclust.errors import ConfigError, DataError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+)
+BAD_IMAGE_MODES: tuple[str, ...] = ("skip", "fail")
+CACHE_VERSION = 1  # bump when decoding or resizing changes, so old cache files are not reused
+_SHOWN_BAD = 5  # how many skipped files a warning names
+
+
+def is_image_file(name: str) -> bool:
+    """True for a non-hidden file name with one of IMAGE_EXTENSIONS (any case)."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def check_bad_images(mode: str) -> None:
+    if mode not in BAD_IMAGE_MODES:
+        raise ConfigError(f"bad_images must be one of {', '.join(BAD_IMAGE_MODES)}, got '{mode}'.")
+
+
+def extensions_text() -> str:
+    return ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------- pickles (CIFAR)
+
+
+def read_pickle(path: Path) -> dict[Any, Any]:
+    """Load one CIFAR python pickle (written by Python 2, so keys are bytes)."""
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(
+            f"missing file {path}: the extracted archive is incomplete. Extract it again."
+        ) from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise DataError(
+            f"cannot read {path} ({type(exc).__name__}: {exc}): the file is truncated or "
+            "not a CIFAR pickle. Delete it and extract the archive again."
+        ) from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} holds a {type(obj).__name__}, not a CIFAR batch dict.")
+    return obj
+
+
+def pickle_field(batch: dict[Any, Any], key: str, path: Path) -> Any:
+    """batch[key], accepting bytes or str keys."""
+    for k in (key.encode(), key):
+        if k in batch:
+            return batch[k]
+    found = ", ".join(sorted(str(k) for k in batch))
+    raise DataError(f"{path} has no '{key}' entry (found: {found}); it is not the expected file.")
+
+
+def names_field(batch: dict[Any, Any], key: str, path: Path) -> list[str]:
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in pickle_field(batch, key, path)]
+
+
+def cifar_batch(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch file -> images uint8 [N, 3, 32, 32], labels int64 [N]."""
+    batch = read_pickle(path)
+    data = np.asarray(pickle_field(batch, "data", path))
+    labels = np.asarray(pickle_field(batch, label_key, path), dtype=np.int64)
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(
+            f"{path}: 'data' is {data.dtype} {data.shape}, expected uint8 [N, 3072]. "
+            "The file is corrupt; extract the archive again."
+        )
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {data.shape[0]} images but {labels.shape[0]} labels.")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+# --------------------------------------------------------------------------- STL-10 binaries
+
+STL_SIDE = 96
+_STL_BYTES = 3 * STL_SIDE * STL_SIDE
+
+
+def read_stl10_images(path: Path, chunk: int = 2048) -> np.ndarray:
+    """STL-10 `*_X.bin` -> uint8 [N, 3, 96, 96].
+
+    The file stores each image channel by channel, each channel column-major, so a row-major
+    reshape gives [N, 3, W, H] and the last two axes are swapped back.
+    """
+    size = path.stat().st_size
+    if size == 0 or size % _STL_BYTES:
+        raise DataError(
+            f"{path} has {size} bytes, not a whole number of 96x96x3 images: the file is "
+            "truncated. Delete it and extract stl10_binary.tar.gz again."
+        )
+    n = size // _STL_BYTES
+    out = np.empty((n, 3, STL_SIDE, STL_SIDE), dtype=np.uint8)
+    with open(path, "rb") as f:
+        for start in range(0, n, chunk):
+            count = min(chunk, n - start)
+            raw = np.fromfile(f, dtype=np.uint8, count=count * _STL_BYTES)
+            out[start : start + count] = raw.reshape(count, 3, STL_SIDE, STL_SIDE).transpose(
+                0, 1, 3, 2
+            )
+    return out
+
+
+def read_stl10_labels(path: Path, count: int) -> np.ndarray:
+    """STL-10 `*_y.bin` (uint8 1..10) -> int64 [N] in 0..9."""
+    labels = np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
+    if labels.shape != (count,):
+        raise DataError(
+            f"{path} has {labels.shape[0]} labels for {count} images: one of the files is "
+            "truncated. Extract stl10_binary.tar.gz again."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise DataError(f"{path} holds labels outside 1..10; it is not an STL-10 label file.")
+    return labels
+
+
+# --------------------------------------------------------------------------- IDX (MNIST family)
+
+IDX_IMAGES_MAGIC = 2051
+IDX_LABELS_MAGIC = 2049
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """An IDX file (optionally .gz) of unsigned bytes -> uint8 array of its dimensions."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                data = f.read()
+        else:
+            data = path.read_bytes()
+    except (OSError, EOFError) as exc:
+        raise DataError(
+            f"cannot read {path} ({exc}): the file is corrupt or truncated. Download it again."
+        ) from exc
+    found = int.from_bytes(data[:4], "big") if len(data) >= 4 else None
+    if found != magic:
+        what = "image" if magic == IDX_IMAGES_MAGIC else "label"
+        raise DataError(
+            f"{path} is not an IDX {what} file: magic number {found}, expected {magic}. "
+            "Check that the file is the right one (images vs labels) and not corrupt."
+        )
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) != header + int(np.prod(dims)):
+        raise DataError(
+            f"{path} should hold {int(np.prod(dims))} bytes of data for shape {dims} but has "
+            f"{len(data) - header}: the file is truncated. Download it again."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
+
+
+# --------------------------------------------------------------------------- resizing
+
+
+def fit_image(img: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size` (bilinear, antialiased), then centre-crop to a square."""
+    w, h = img.size
+    if (w, h) == (size, size):
+        return img
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = round((nw - size) / 2), round((nh - size) / 2)
+    return img.crop((left, top, left + size, top + size))
+
+
+def fit_array(images: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
+    """uint8 [N, 3, H, W] -> uint8 [N, 3, size, size]: shorter side to size, centre crop."""
+    n, c, h, w = images.shape
+    if (h, w) == (size, size):
+        return images
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    top, left = round((nh - size) / 2), round((nw - size) / 2)
+    out = np.empty((n, c, size, size), dtype=np.uint8)
+    for start in range(0, n, chunk):
+        x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).float()
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+        x = x[:, :, top : top + size, left : left + size]
+        out[start : start + chunk] = x.round_().clamp_(0, 255).to(torch.uint8).numpy()
+    return out
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def decode_image(path: str, size: int | None) -> np.ndarray:
+    """Decode one image file fully -> uint8 [H, W, 3]; resized/cropped when size is given.
+
+    Raises whatever PIL raises for unreadable or truncated files (the caller decides).
+    """
+    with Image.open(path) as im:
+        if size is not None and im.format == "JPEG":
+            w, h = im.size
+            scale = size / min(w, h)
+            if scale < 1:  # let libjpeg decode at a reduced scale that still covers `size`
+                im.draft("RGB", (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
+        im.load()
+        rgb = im.convert("RGB")
+    if size is not None:
+        rgb = fit_image(rgb, size)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+@dataclass
+class Decoded:
+    """Result of decoding a list of files: images uint8 [M, 3, H, W] for the files at `kept`."""
+
+    images: np.ndarray
+    kept: np.ndarray  # int64 [M], indices into the input list, ascending
+    skipped: list[tuple[str, str]]  # (path, reason) of unreadable files
+
+
+def default_workers() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(16, cores))
+
+
+def _decode_chunk(
+    paths: Sequence[str], start: int, stop: int, size: int | None, out: np.ndarray
+) -> tuple[list[tuple[int, str]], list[tuple[int, tuple[int, int]]]]:
+    """Decode paths[start:stop] into out[start:stop]; return (errors, wrong-size files)."""
+    errors: list[tuple[int, str]] = []
+    mismatched: list[tuple[int, tuple[int, int]]] = []
+    expect = out.shape[2:]
+    for i in range(start, stop):
+        try:
+            arr = decode_image(paths[i], size)
+        except Exception as exc:
+            errors.append((i, f"{type(exc).__name__}: {exc}"))
+            continue
+        if arr.shape[:2] != expect:
+            mismatched.append((i, arr.shape[:2]))
+            continue
+        out[i] = arr.transpose(2, 0, 1)
+    return errors, mismatched
+
+
+def _bad_file_error(path: str, reason: str) -> DataError:
+    return DataError(
+        f"cannot decode image {path} ({reason}). Delete or replace the file, or load with "
+        "bad_images='skip' to leave unreadable images out."
+    )
+
+
+def _size_mismatch_error(
+    first: str, first_hw: Sequence[int], other: str, hw: Sequence[int]
+) -> DataError:
+    return DataError(
+        f"images differ in size: {first} is {first_hw[1]}x{first_hw[0]} but {other} is "
+        f"{hw[1]}x{hw[0]} (width x height). Give an image size so that every image is resized "
+        "(shorter side) and centre-cropped to it, e.g. --set data.image_size=64."
+    )
+
+
+def decode_files(
+    paths: Sequence[str],
+    size: int | None,
+    bad_images: str = "skip",
+    workers: int | None = None,
+) -> Decoded:
+    """Decode image files in a thread pool into one preallocated uint8 array.
+
+    size=None keeps the native size, which must then be the same for every file.
+    Unreadable files raise DataError (bad_images="fail") or are left out and reported in
+    `skipped` (bad_images="skip"; the caller warns).
+    """
+    check_bad_images(bad_images)
+    n = len(paths)
+    skipped: dict[int, str] = {}
+    first, probe = 0, None
+    if size is None:  # the first readable file sets the size
+        while first < n:
+            try:
+                probe = decode_image(paths[first], None)
+                break
+            except Exception as exc:
+                if bad_images == "fail":
+                    raise _bad_file_error(paths[first], f"{type(exc).__name__}: {exc}") from exc
+                skipped[first] = f"{type(exc).__name__}: {exc}"
+                first += 1
+    h, w = probe.shape[:2] if probe is not None else (size or 1, size or 1)
+    out = np.empty((n, 3, h, w), dtype=np.uint8)
+    start = first
+    if probe is not None:
+        out[first] = probe.transpose(2, 0, 1)
+        start += 1
+    workers = workers or default_workers()
+    remaining = n - start
+    step = max(32, min(1024, -(-remaining // (workers * 8)))) if remaining else 1
+    mismatched: list[tuple[int, tuple[int, int]]] = []
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending = {
+            pool.submit(_decode_chunk, paths, s, min(s + step, n), size, out)
+            for s in range(start, n, step)
+        }
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                errors, wrong = fut.result()
+                if errors and bad_images == "fail":
+                    for p in pending:
+                        p.cancel()
+                    i, reason = min(errors)
+                    raise _bad_file_error(paths[i], reason)
+                skipped.update(errors)
+                mismatched.extend(wrong)
+    if mismatched:
+        i, hw = min(mismatched)
+        raise _size_mismatch_error(paths[first], (h, w), paths[i], hw)
+    kept = np.array([i for i in range(n) if i not in skipped], dtype=np.int64)
+    if len(kept) < n:  # compact in place, keeping order
+        for j, i in enumerate(kept.tolist()):
+            if i != j:
+                out[j] = out[i]
+        out = out[: len(kept)]
+    bad = [(paths[i], skipped[i]) for i in sorted(skipped)]
+    return Decoded(out, kept, bad)
+
+
+def warn_skipped(skipped: list[tuple[str, str]], where: str) -> None:
+    """One warning for all unreadable files that were left out."""
+    if not skipped:
+        return
+    shown = "; ".join(f"{p} ({r})" for p, r in skipped[:_SHOWN_BAD])
+    more = f"; and {len(skipped) - _SHOWN_BAD} more" if len(skipped) > _SHOWN_BAD else ""
+    warnings.warn(
+        f"skipped {len(skipped)} unreadable image file(s) in {where}: {shown}{more}. "
+        "Replace or delete them, or use bad_images='fail' to stop at the first one.",
+        stacklevel=3,
+    )
+
+
+# --------------------------------------------------------------------------- decode cache
+
+
+def cache_dir() -> Path | None:
+    """Where decoded image-file splits are cached; None when DEEPCLUST_NO_CACHE is set."""
+    if os.environ.get("DEEPCLUST_NO_CACHE", "").strip() not in ("", "0"):
+        return None
+    base = os.environ.get("DEEPCLUST_CACHE")
+    if base:
+        return Path(base).expanduser() / "stores"
+    return Path("~/.cache/deepclust/stores").expanduser()
+
+
+def cache_key(root: Path, rel_paths: Sequence[str], size: int | None) -> str:
+    """Hash of the root, every file's relative path, byte size and mtime, and the size."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), size]).encode())
+    base = str(root)
+    for rel in rel_paths:
+        st = os.stat(os.path.join(base, rel))
+        h.update(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:32]
+
+
+def _read_cache(path: Path) -> Decoded | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, kept = z["images"], z["kept"]
+            bad = list(zip(z["bad_paths"].tolist(), z["bad_reasons"].tolist(), strict=True))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+        return None  # missing or damaged: decode again
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(kept):
+        return None
+    return Decoded(images, kept.astype(np.int64), bad)
+
+
+def _write_cache(path: Path, dec: Decoded) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(
+                    f,
+                    images=dec.images,
+                    kept=dec.kept,
+                    bad_paths=np.array([p for p, _ in dec.skipped], dtype=str),
+                    bad_reasons=np.array([r for _, r in dec.skipped], dtype=str),
+                )
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        warnings.warn(
+            f"could not write the decoded-image cache {path} ({exc}); the next load will decode "
+            "again. Set DEEPCLUST_CACHE to a writable folder, or DEEPCLUST_NO_CACHE=1.",
+            stacklevel=3,
+        )
+
+
+def load_image_files(
+    root: Path,
+    rel_paths: Sequence[str],
+    size: int | None,
+    bad_images: str = "skip",
+    tag: str = "images",
+) -> Decoded:
+    """Decode root/rel for each rel (cached on disk), warn once about skipped files.
+
+    The cache file is keyed by `cache_key`, so any added, removed or modified file, or a
+    different size, gives a fresh decode. Skipped files are remembered in the cache, so a
+    cached load warns (or fails, with bad_images="fail") exactly like the first one.
+    """
+    check_bad_images(bad_images)
+    folder = cache_dir()
+    target = None
+    dec = None
+    if folder is not None:
+        safe_tag = "".join(c if c.isalnum() or c in "-_." else "_" for c in tag)
+        where = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+        prefix = f"{safe_tag}-{where}-{size or 'native'}"
+        target = folder / f"{prefix}-{cache_key(root, rel_paths, size)}.npz"
+        dec = _read_cache(target)
+    if dec is None:
+        base = str(root)
+        dec = decode_files([os.path.join(base, r) for r in rel_paths], size, bad_images)
+        if target is not None and len(dec.kept):
+            _write_cache(target, dec)
+            for old in target.parent.glob(f"{prefix}-*.npz"):  # same split, older file set
+                if old != target:
+                    old.unlink(missing_ok=True)
+    if dec.skipped and bad_images == "fail":
+        raise _bad_file_error(*dec.skipped[0])
+    warn_skipped(dec.skipped, str(root))
+    return dec
+
+
+# --------------------------------------------------------------------------- folder listings
+
+
+def images_in(folder: Path, recursive: bool = False) -> list[str]:
+    """Image files in folder as sorted posix paths relative to it (hidden entries ignored)."""
+    if not recursive:
+        with os.scandir(folder) as it:
+            return sorted(e.name for e in it if is_image_file(e.name) and e.is_file())
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        rel = os.path.relpath(dirpath, folder)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        found.extend(prefix + f for f in sorted(filenames) if is_image_file(f))
+    return found
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Names of the non-hidden sub-folders of folder, sorted."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))

@@ -1,0 +1,18 @@
+"""The identity encoder: normalised pixels, flattened. The classic k-means baseline input."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from deepclust.encoders.base import ENCODERS, Encoder, EncoderEntry
+
+
+def pixels(image_size: int) -> Encoder:
+    return Encoder(nn.Flatten(), feature_dim=3 * image_size * image_size, trainable=False)
+
+
+ENCODERS.register("pixels")(
+    EncoderEntry(
+        build=lambda stem, size: pixels(size), description="raw pixels, flattened (no training)"
+    )
+)

@@ -1,0 +1,108 @@
+"""Atomic checkpoints that load with weights_only=True (a run folder must not execute code).
+
+`last.pt` is written to a temporary file, flushed to disk and renamed over the old one;
+the one it replaces is kept as `previous.pt`, so a file truncated by a crash or a full
+disk never costs more than one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepclust.errors import CheckpointError
+
+LAST = "last.pt"
+PREVIOUS = "previous.pt"
+FORMAT_VERSION = 1
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Write `state` to `path` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    if path.exists():
+        os.replace(path, path.with_name(PREVIOUS))
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"checkpoint '{path}' holds objects other than tensors and plain values, and was refused "
+            f"(weights_only loading). Only load run folders you trust; this one was not written by deepclust "
+            f"or was tampered with. ({e})"
+        ) from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({e}).") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"'{path}' is not a deepclust checkpoint (format {FORMAT_VERSION}).")
+    return state
+
+
+def load_latest(run_dir: Path) -> dict[str, Any]:
+    """Load last.pt, falling back to previous.pt (with a warning) if last.pt is damaged."""
+    run_dir = Path(run_dir)
+    last, prev = run_dir / LAST, run_dir / PREVIOUS
+    if not last.exists() and not prev.exists():
+        raise CheckpointError(
+            f"no checkpoint in '{run_dir}' (looked for {LAST} and {PREVIOUS}). "
+            "Is this a deepclust run folder? Train first with `deepclust train --out DIR`."
+        )
+    try:
+        return _load(last)
+    except CheckpointError as first:
+        if not prev.exists():
+            raise
+        import warnings
+
+        warnings.warn(f"{first} Falling back to the previous checkpoint '{prev}'.", stacklevel=2)
+        return _load(prev)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG the loop draws from, as tensors and plain values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": _to_lists(random.getstate()),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    random.setstate(_to_tuples(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(obj: Any) -> Any:
+    return [_to_lists(v) for v in obj] if isinstance(obj, tuple | list) else obj
+
+
+def _to_tuples(obj: Any) -> Any:
+    return tuple(_to_tuples(v) for v in obj) if isinstance(obj, list) else obj

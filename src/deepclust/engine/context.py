@@ -1,0 +1,68 @@
+"""What a method may ask of the engine during hooks: whole-dataset passes and run facts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from deepclust.data.store import ImageSet
+from deepclust.data.views import EvalTransform, eval_images
+
+
+@dataclass
+class FitContext:
+    fit_set: ImageSet
+    device: torch.device
+    seed: int
+    epoch: int
+    eval_transform: EvalTransform
+    batch_size: int
+    autocast_dtype: torch.dtype | None = None
+    progress: bool = False
+
+    @torch.no_grad()
+    def extract(
+        self,
+        fn: Callable[[torch.Tensor], torch.Tensor],
+        images: ImageSet | None = None,
+        desc: str = "",
+    ) -> torch.Tensor:
+        """Apply fn (normalised images [b,3,H,W] -> [b,...]) over a whole set; returns [N,...] on device.
+
+        Runs without gradients; callers put modules in eval mode as they need.
+        """
+        data = self.fit_set if images is None else images
+        return run_batched(
+            fn,
+            data,
+            self.eval_transform,
+            self.device,
+            self.batch_size,
+            self.autocast_dtype,
+            desc if self.progress else None,
+        )
+
+
+@torch.no_grad()
+def run_batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    data: ImageSet,
+    transform: EvalTransform,
+    device: torch.device,
+    batch_size: int,
+    autocast_dtype: torch.dtype | None = None,
+    desc: str | None = None,
+) -> torch.Tensor:
+    """fn over `data` in batches of evaluation-preprocessed images, outputs concatenated as float32."""
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(data), batch_size)
+    outputs = []
+    for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
+        batch = data.images[start : start + batch_size].to(device, non_blocking=True)
+        x = eval_images(batch, transform)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            outputs.append(fn(x).float())
+    return torch.cat(outputs)

@@ -1,0 +1,42 @@
+"""Deterministic epoch batching that shards one global batch across processes.
+
+Every process draws the same permutation from (seed, epoch); global batch j is
+perm[j*B:(j+1)*B] and process r takes its r-th contiguous slice. Two processes with half
+the batch each therefore see exactly the samples one process sees, which is what lets a
+distributed run reproduce a single-process one, and lets --resume rebuild any epoch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(num_samples, generator=gen)
+
+
+def num_batches(num_samples: int, global_batch: int, drop_last: bool = True) -> int:
+    full, rest = divmod(num_samples, global_batch)
+    return full if (drop_last or rest == 0) else full + 1
+
+
+def epoch_batches(
+    num_samples: int,
+    global_batch: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = True,
+) -> list[torch.Tensor]:
+    """This process's index tensors for one epoch; each is [global_batch / world_size]."""
+    if global_batch % world_size:
+        raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
+    perm = epoch_permutation(num_samples, seed, epoch)
+    local = global_batch // world_size
+    out = []
+    for j in range(num_batches(num_samples, global_batch, drop_last)):
+        batch = perm[j * global_batch : (j + 1) * global_batch]
+        out.append(batch[rank * local : (rank + 1) * local])
+    return out

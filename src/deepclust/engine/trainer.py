@@ -1,0 +1,512 @@
+"""The one training loop every method runs through.
+
+It knows nothing of any method: it builds data, encoder and method from the config, asks
+the method for views and losses, steps the optimiser on the schedule, runs the method's
+hooks, evaluates, logs JSON lines and writes atomic checkpoints. Randomness is keyed by
+(seed, epoch, batch), so a run resumed from a checkpoint ends where an uninterrupted one does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from deepclust.config import RunConfig, from_dict, params_from_dict, to_plain
+from deepclust.data.datasets import load_protocol
+from deepclust.data.store import ImageSet
+from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
+from deepclust.encoders import build_encoder
+from deepclust.engine import checkpoint as ckpt
+from deepclust.engine.context import FitContext, run_batched
+from deepclust.engine.distributed import DistInfo, init_from_env
+from deepclust.engine.sampler import epoch_batches, num_batches
+from deepclust.engine.schedule import lr_factor
+from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
+from deepclust.evaluation.metrics import score
+from deepclust.methods import METHODS, Method, StepInfo
+
+# Keys that may change when a run is resumed; anything else must match the checkpoint.
+RESUMABLE_CHANGES = (
+    "train.epochs",
+    "train.device",
+    "train.progress",
+    "train.eval_batch_size",
+    "data.num_workers",
+    "data.augment_on",
+    "data.data_dir",
+)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeepclustError(
+            "--device cuda was asked for, but no CUDA GPU is usable here (torch.cuda.is_available() is False). "
+            "Use --device cpu, or --device auto to take a GPU only when there is one."
+        )
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.train.precision == "bf16" or (cfg.train.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def resolve_num_clusters(cfg: RunConfig, fit_set: ImageSet, eval_set: ImageSet) -> int:
+    k = cfg.clusters
+    if k is None:
+        labelled = eval_set if eval_set.has_labels else fit_set
+        if not labelled.has_labels:
+            raise ConfigError(
+                "these images have no labels, so the number of clusters is unknown: pass --clusters K."
+            )
+        k = labelled.num_classes
+    if k < 2:
+        raise ConfigError(f"--clusters must be at least 2; got {k}.")
+    if k > len(fit_set):
+        raise ConfigError(
+            f"--clusters {k} is larger than the number of training images ({len(fit_set)}): "
+            "use fewer clusters or more images."
+        )
+    return k
+
+
+def build_method(cfg: RunConfig, num_clusters: int, image_size: int) -> Method:
+    method_cls = METHODS.get(cfg.method)
+    params = params_from_dict(method_cls.Params, cfg.params)
+    encoder = build_encoder(cfg.encoder.name, image_size, cfg.encoder.stem)
+    return method_cls(params, encoder, num_clusters)
+
+
+def check_names(cfg: RunConfig) -> None:
+    """Raise a clear error for an unknown method, dataset, encoder or method parameter."""
+    from deepclust.data.datasets import dataset_info
+    from deepclust.encoders import ENCODERS
+
+    params_from_dict(METHODS.get(cfg.method).Params, cfg.params)
+    dataset_info(cfg.dataset)
+    ENCODERS.get(cfg.encoder.name)
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: RunConfig) -> torch.optim.Optimizer:
+    opt = cfg.train.optimizer
+    for g in groups:
+        g["lr"] = opt.lr * g.pop("lr_scale", 1.0)
+        g["initial_lr"] = g["lr"]
+    if opt.name == "sgd":
+        return torch.optim.SGD(
+            groups,
+            lr=opt.lr,
+            momentum=opt.momentum,
+            weight_decay=opt.weight_decay,
+            nesterov=opt.nesterov,
+        )
+    cls = torch.optim.Adam if opt.name == "adam" else torch.optim.AdamW
+    return cls(groups, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config trees."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key != "params":
+            diffs += config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            diffs.append(f"{prefix}{key}")
+    return diffs
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochViews(torch.utils.data.Dataset):
+    """Batch i of an epoch -> its list of views, randomness keyed by (seed, epoch, i, rank)."""
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        batches: list[torch.Tensor],
+        views: ViewGenerator,
+        seed: int,
+        epoch: int,
+        rank: int,
+    ) -> None:
+        self.images, self.batches, self.views = images, batches, views
+        self.seed, self.epoch, self.rank = seed, epoch, rank
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> list[torch.Tensor]:
+        idx = self.batches[i].to(self.images.device)
+        gen = batch_generator(self.seed, self.epoch, i, self.rank)
+        return self.views(self.images[idx], gen)
+
+
+@dataclass
+class RunLog:
+    """metrics.jsonl in the run folder: one JSON object a line, flushed as written."""
+
+    path: Path
+    enabled: bool = True
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        self.records.append(record)
+        if self.enabled:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+
+    # ------------------------------------------------------------------ set-up
+    def _prepare_run_dir(self, dist: DistInfo) -> dict[str, Any] | None:
+        """Check the run folder; on resume return the checkpoint to continue from."""
+        has_ckpt = (self.run_dir / ckpt.LAST).exists() or (self.run_dir / ckpt.PREVIOUS).exists()
+        if not self.resume:
+            if has_ckpt:
+                raise CheckpointError(
+                    f"'{self.run_dir}' already holds a run. Pass --resume to continue it, or choose another --out."
+                )
+            if dist.is_main:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            return None
+        if not has_ckpt:
+            raise CheckpointError(f"--resume: no checkpoint in '{self.run_dir}' to continue from.")
+        state = ckpt.load_latest(self.run_dir)
+        if state["method"] != self.cfg.method:
+            raise CheckpointError(
+                f"--resume: '{self.run_dir}' was trained with method '{state['method']}', not '{self.cfg.method}'. "
+                "Resume it with its own method, or start a new run with another --out."
+            )
+        diffs = [
+            d
+            for d in config_differences(state["config"], self.cfg.to_dict())
+            if d not in RESUMABLE_CHANGES
+        ]
+        if diffs:
+            raise CheckpointError(
+                f"--resume: the config differs from the run's in {', '.join(diffs)}. Only "
+                f"{', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run for the rest."
+            )
+        return state
+
+    # ------------------------------------------------------------------ main loop
+    def fit(self) -> RunResult:
+        cfg, t_start = self.cfg, time.time()
+        check_names(cfg)  # fail on a typo before minutes of data loading
+        device = resolve_device(cfg.train.device)
+        dist = init_from_env(device.type)
+        state = self._prepare_run_dir(dist)
+        seed_everything(cfg.train.seed)
+        fit_set, eval_set = load_protocol(
+            cfg.dataset,
+            cfg.data.protocol,
+            cfg.data.data_dir,
+            image_size=cfg.data.image_size,
+            download=cfg.data.download,
+            bad_images=cfg.data.bad_images,
+            include_unlabeled=cfg.data.include_unlabeled,
+        )
+        if len(fit_set) == 0:
+            raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
+        k = resolve_num_clusters(cfg, fit_set, eval_set)
+        image_size = fit_set.image_size[0]
+        method = build_method(cfg, k, image_size).to(device)
+        eval_tf = EvalTransform(mean=method.encoder.mean, std=method.encoder.std)
+        amp = autocast_dtype(cfg, device)
+        log = RunLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main)
+        ctx = FitContext(
+            fit_set,
+            device,
+            cfg.train.seed,
+            0,
+            eval_tf,
+            cfg.train.eval_batch_size,
+            amp,
+            progress=cfg.train.progress and dist.is_main,
+        )
+        meta = {
+            "num_clusters": k,
+            "image_size": image_size,
+            "class_names": list(eval_set.class_names),
+            "device": device_description(device),
+        }
+        if dist.is_main:
+            (self.run_dir / "config.yaml").write_text(
+                yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+            )
+
+        spec = method.view_spec()
+        epochs = cfg.train.epochs if spec is not None else 0
+        steps_per_epoch = num_batches(len(fit_set), cfg.train.batch_size) if epochs else 0
+        if epochs and steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch size {cfg.train.batch_size} exceeds the {len(fit_set)} training images."
+            )
+        if cfg.train.max_steps_per_epoch:
+            steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+        total_steps = epochs * steps_per_epoch
+        optimizer = build_optimizer(method.parameter_groups(), cfg) if epochs else None
+
+        start_epoch = 0
+        if state is not None:
+            method.load_state_dict(state["model"])
+            if optimizer is not None and state.get("optimizer"):
+                optimizer.load_state_dict(state["optimizer"])
+            ckpt.restore_rng(state["rng"])
+            start_epoch = state["epoch"]
+            log.write({"event": "resume", "epoch": start_epoch})
+
+        def save(epoch: int, finished: bool) -> None:
+            if dist.is_main:
+                ckpt.save_atomic(
+                    {
+                        "format": ckpt.FORMAT_VERSION,
+                        "method": cfg.method,
+                        "config": cfg.to_dict(),
+                        "meta": meta,
+                        "epoch": epoch,
+                        "finished": finished,
+                        "model": method.state_dict(),
+                        "optimizer": optimizer.state_dict() if optimizer is not None else {},
+                        "rng": ckpt.rng_state(),
+                    },
+                    self.run_dir / ckpt.LAST,
+                )
+
+        method.on_train_start(ctx)
+        if epochs:
+            views = ViewGenerator(spec)  # type: ignore[arg-type]
+            on_device = cfg.data.augment_on == "device" or (
+                cfg.data.augment_on == "auto" and device.type == "cuda"
+            )
+            images = fit_set.images.to(device) if on_device else fit_set.images
+            for epoch in range(start_epoch, epochs):
+                ctx.epoch = epoch
+                method.train()
+                method.on_epoch_start(ctx)
+                batches = epoch_batches(
+                    len(fit_set),
+                    cfg.train.batch_size,
+                    cfg.train.seed,
+                    epoch,
+                    dist.rank,
+                    dist.world_size,
+                )[:steps_per_epoch]
+                data = EpochViews(images, batches, views, cfg.train.seed, epoch, dist.rank)
+                stats = self._train_epoch(
+                    method,
+                    optimizer,
+                    data,
+                    on_device,
+                    device,
+                    amp,
+                    epoch,  # type: ignore[arg-type]
+                    steps_per_epoch,
+                    total_steps,
+                    dist,
+                )
+                log.write({"event": "train", "epoch": epoch + 1, **stats})
+                last = epoch + 1 == epochs
+                if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0 and not last:
+                    self._evaluate(method, eval_set, eval_tf, device, amp, log, epoch + 1)
+                if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
+                    save(epoch + 1, finished=False)
+        method.on_train_end(ctx)
+        scores, probs = self._evaluate(method, eval_set, eval_tf, device, amp, log, epochs)
+        save(epochs, finished=True)
+        summary = {
+            "method": cfg.method,
+            "dataset": cfg.dataset,
+            "data_dir": cfg.data.data_dir,
+            "protocol": cfg.data.protocol,
+            "fit_split": fit_set.name,
+            "eval_split": eval_set.name,
+            "n_fit": len(fit_set),
+            "n_eval": len(eval_set),
+            "num_clusters": k,
+            "encoder": cfg.encoder.name,
+            "epochs": epochs,
+            "seed": cfg.train.seed,
+            "device": meta["device"],
+            "torch": torch.__version__,
+            "wall_time_s": round(time.time() - t_start, 2),
+            "metrics": scores,
+        }
+        if dist.is_main:
+            write_predictions(self.run_dir / "predictions.csv", eval_set, probs)
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        return RunResult(self.run_dir, summary)
+
+    def _train_epoch(
+        self,
+        method: Method,
+        optimizer: torch.optim.Optimizer,
+        data: EpochViews,
+        on_device: bool,
+        device: torch.device,
+        amp: torch.dtype | None,
+        epoch: int,
+        steps_per_epoch: int,
+        total_steps: int,
+        dist: DistInfo,
+    ) -> dict[str, Any]:
+        cfg = self.cfg
+        batches: Iterator[list[torch.Tensor]]
+        if on_device or cfg.data.num_workers == 0:
+            batches = (data[i] for i in range(len(data)))
+        else:
+            batches = iter(
+                torch.utils.data.DataLoader(
+                    data,
+                    batch_size=None,
+                    shuffle=False,
+                    num_workers=cfg.data.num_workers,
+                    pin_memory=device.type == "cuda",
+                    persistent_workers=False,
+                )
+            )
+        sums: dict[str, torch.Tensor] = {}
+        t0 = time.time()
+        bar = tqdm(
+            batches,
+            total=len(data),
+            desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            leave=False,
+            disable=not (cfg.train.progress and dist.is_main),
+        )
+        images_seen = 0
+        for i, views in enumerate(bar):
+            step = epoch * steps_per_epoch + i
+            info = StepInfo(epoch, step, i, steps_per_epoch, total_steps)
+            factor = lr_factor(step, cfg.train.schedule, steps_per_epoch, total_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            views = [v.to(device, non_blocking=True) for v in views]
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                losses = method.training_step(views, info)
+            loss = torch.stack([v.float() for v in losses.values()]).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            method.before_optimizer_step(info)
+            if cfg.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
+            optimizer.step()
+            method.after_optimizer_step(info)
+            for name, value in [("loss", loss), *losses.items()]:
+                sums[name] = sums.get(name, torch.zeros((), device=device)) + value.detach().float()
+            images_seen += sum(v.shape[0] for v in views)
+            if i % 20 == 0:  # the only host sync in the loop, for the progress bar
+                bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
+        bar.close()
+        n = max(len(data), 1)
+        stats = {k: v.item() / n for k, v in sums.items()}
+        if not math.isfinite(stats.get("loss", 0.0)):
+            raise DeepclustError(
+                f"the loss became {stats['loss']} in epoch {epoch + 1}: lower train.optimizer.lr, or set "
+                "train.grad_clip, and resume from the last good checkpoint."
+            )
+        seconds = time.time() - t0
+        stats.update(
+            {
+                "lr": optimizer.param_groups[0]["lr"],
+                "seconds": round(seconds, 3),
+                "images_per_s": round(images_seen * dist.world_size / max(seconds, 1e-9), 1),
+            }
+        )
+        return stats
+
+    def _evaluate(
+        self,
+        method: Method,
+        eval_set: ImageSet,
+        eval_tf: EvalTransform,
+        device: torch.device,
+        amp: torch.dtype | None,
+        log: RunLog,
+        epoch: int,
+    ) -> tuple[dict[str, Any] | None, torch.Tensor]:
+        method.eval()
+        probs = run_batched(
+            method.predict_proba, eval_set, eval_tf, device, self.cfg.train.eval_batch_size, amp
+        )
+        scores = None
+        if eval_set.has_labels:
+            scores = score(
+                eval_set.labels.numpy(), probs.argmax(1).cpu().numpy(), num_clusters=probs.shape[1]
+            ).as_dict()
+            log.write(
+                {
+                    "event": "eval",
+                    "epoch": epoch,
+                    "split": eval_set.name,
+                    "protocol": self.cfg.data.protocol,
+                    **scores,
+                }
+            )
+        return scores, probs.cpu()
+
+
+def write_predictions(path: Path, data: ImageSet, probs: torch.Tensor) -> None:
+    """CSV: index, path, label, cluster, confidence (one row per image)."""
+    import csv
+
+    conf, cluster = probs.max(dim=1)
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "path", "label", "cluster", "confidence"])
+        for i in range(len(data)):
+            writer.writerow(
+                [
+                    i,
+                    data.paths[i] if data.paths else "",
+                    int(data.labels[i]),
+                    int(cluster[i]),
+                    f"{float(conf[i]):.4f}",
+                ]
+            )
+
+
+def load_config_dict(data: dict[str, Any]) -> RunConfig:
+    return from_dict(RunConfig, data)
+
+
+__all__ = ["RunResult", "Trainer", "build_method", "load_config_dict", "resolve_device", "to_plain"]

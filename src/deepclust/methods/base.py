@@ -1,0 +1,84 @@
+"""The Method interface: heads + the views it needs + a training step + epoch hooks + predict.
+
+A method never touches devices, files or data loading: the engine hands it views and a
+`FitContext` (for whole-dataset passes such as k-means E-steps) and asks for losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from deepclust.data.views import ViewSpec
+from deepclust.encoders.base import Encoder
+from deepclust.registry import Registry
+
+if TYPE_CHECKING:
+    from deepclust.engine.context import FitContext
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Where the training loop is: epochs and steps count from 0."""
+
+    epoch: int
+    step: int  # global optimisation step
+    epoch_step: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+class Method(nn.Module):
+    """Base class. Subclasses set `name`, `Params` (a dataclass) and override what they need."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type]
+
+    def __init__(self, params: Any, encoder: Encoder, num_clusters: int) -> None:
+        super().__init__()
+        self.params = params
+        self.encoder = encoder
+        self.num_clusters = num_clusters
+
+    # --- training -------------------------------------------------------------------
+    def view_spec(self) -> ViewSpec | None:
+        """The views each training batch needs; None if the method has no gradient training."""
+        return None
+
+    def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
+        """views: spec.num_views tensors [B,3,s,s] -> named scalar losses (their sum is minimised)."""
+        raise NotImplementedError(f"{self.name} has no gradient training")
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; a group may carry 'lr_scale' (multiplies the base lr)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def before_optimizer_step(self, info: StepInfo) -> None:
+        """After backward, before the step (e.g. zero prototype gradients during warm-up)."""
+
+    def after_optimizer_step(self, info: StepInfo) -> None:
+        """After the step (e.g. re-normalise prototypes, EMA updates)."""
+
+    def on_train_start(self, ctx: FitContext) -> None:
+        """Once, before the first epoch (also on resume)."""
+
+    def on_epoch_start(self, ctx: FitContext) -> None:
+        """Before each epoch: E-steps over the whole dataset go here."""
+
+    def on_train_end(self, ctx: FitContext) -> None:
+        """After the last epoch: e.g. fit k-means on the final features."""
+
+    # --- inference ------------------------------------------------------------------
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B,3,H,W] normalised -> encoder features [B,D]."""
+        return self.encoder(images)
+
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B,3,H,W] normalised -> cluster probabilities [B,K]."""
+        raise NotImplementedError
+
+
+METHODS: Registry[type[Method]] = Registry("method")

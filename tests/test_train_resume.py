@@ -1,0 +1,79 @@
+"""End-to-end engine tests on scikit-learn's digits with a test-only trainable method."""
+
+import json
+
+import pytest
+import torch
+
+import toy_method  # registers the test-only method "toy"
+from deepclust import api
+from deepclust.engine.trainer import Trainer
+from deepclust.errors import CheckpointError
+
+TOY = {
+    "encoder.name": "pixels",
+    "data.protocol": "all",
+    "train.epochs": 3,
+    "train.batch_size": 256,
+    "train.optimizer.name": "adam",
+    "train.optimizer.lr": 0.01,
+    "train.progress": False,
+    "train.schedule.name": "cosine",
+    "train.schedule.warmup_iters": 3,
+}
+
+
+def toy_config(**extra):
+    return api.make_config("toy", "digits", overrides={**TOY, **extra})
+
+
+def test_toy_learns_and_logs(tmp_path):
+    result = api.train(toy_config(**{"train.epochs": 6}), out=tmp_path / "run")
+    acc = result.summary["metrics"]["acc"]
+    assert acc > 0.3, acc  # chance is ~0.1 on 10 balanced classes
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines if x["event"] == "train"] == list(range(1, 7))
+    assert all(x["images_per_s"] > 0 for x in lines if x["event"] == "train")
+    evals = [x for x in lines if x["event"] == "eval"]
+    assert evals and {"acc", "nmi", "ari", "protocol"} <= evals[-1].keys()
+    assert (tmp_path / "run" / "predictions.csv").read_text().count("\n") == 1797 + 1
+
+
+def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
+    full = api.train(toy_config(), out=tmp_path / "full")
+    ref = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
+
+    original = toy_method.Toy.training_step
+
+    def dies_in_epoch_3(self, views, info):
+        if info.epoch == 2 and info.epoch_step == 3:
+            raise KeyboardInterrupt  # the process is killed mid-epoch
+        return original(self, views, info)
+
+    monkeypatch.setattr(toy_method.Toy, "training_step", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(toy_config(), out=tmp_path / "killed")
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(toy_method.Toy, "training_step", original)
+
+    cfg = api.resume_config(tmp_path / "killed")
+    resumed = Trainer(cfg, tmp_path / "killed", resume=True).fit()
+    got = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["model"]
+    for key in ref:
+        assert torch.equal(ref[key], got[key]), key
+    assert resumed.summary["metrics"] == full.summary["metrics"]
+
+
+def test_resume_guards(tmp_path):
+    api.train(toy_config(**{"train.epochs": 1}), out=tmp_path / "run")
+    with pytest.raises(CheckpointError, match="--resume to continue"):
+        api.train(toy_config(**{"train.epochs": 1}), out=tmp_path / "run")
+    with pytest.raises(CheckpointError, match="method 'toy', not 'kmeans'"):
+        api.resume_config(tmp_path / "run", method="kmeans")
+    changed = toy_config(**{"train.optimizer.lr": 0.5})
+    with pytest.raises(CheckpointError, match=r"train\.optimizer\.lr"):
+        api.train(changed, out=tmp_path / "run", resume=True)
+    longer = api.resume_config(tmp_path / "run", overrides={"train.epochs": 2})
+    assert api.train(longer, out=tmp_path / "run", resume=True).summary["epochs"] == 2
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        api.train(toy_config(), out=tmp_path / "empty", resume=True)
