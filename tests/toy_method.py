@@ -26,8 +26,8 @@ class Toy(Method):
     name = "toy"
     Params = ToyParams
 
-    def __init__(self, params, encoder, num_clusters):
-        super().__init__(params, encoder, num_clusters)
+    def __init__(self, params, encoder, num_clusters, num_samples):
+        super().__init__(params, encoder, num_clusters, num_samples)
         self.head = nn.Linear(encoder.feature_dim, num_clusters)
 
     def view_spec(self):

@@ -132,7 +132,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
             stacklevel=2,
         )
     dev = resolve_device(device)
-    method = build_method(cfg, meta["num_clusters"], meta["image_size"])
+    method = build_method(cfg, meta["num_clusters"], meta["image_size"], meta["num_samples"])
     method.load_state_dict(state["model"])
     return LoadedRun(run_dir, cfg, method.to(dev).eval(), meta, dev)
 

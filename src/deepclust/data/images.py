@@ -7,7 +7,13 @@ from pathlib import Path
 
 import torch
 
-from deepclust.data.readers import decode_files, extensions_text, images_in, is_image_file, warn_skipped
+from deepclust.data.readers import (
+    decode_files,
+    extensions_text,
+    images_in,
+    is_image_file,
+    warn_skipped,
+)
 from deepclust.data.store import ImageSet
 from deepclust.errors import DataError
 
@@ -24,11 +30,15 @@ def expand_paths(paths: Sequence[str | Path]) -> list[str]:
             raise DataError(f"'{p}' does not exist: give image files or folders of images.")
     files = [f for f in files if is_image_file(f)]
     if not files:
-        raise DataError(f"no images found in {', '.join(map(str, paths))} (looked for {extensions_text()}).")
+        raise DataError(
+            f"no images found in {', '.join(map(str, paths))} (looked for {extensions_text()})."
+        )
     return files
 
 
-def load_image_paths(paths: Sequence[str | Path], image_size: int, bad_images: str = "skip") -> ImageSet:
+def load_image_paths(
+    paths: Sequence[str | Path], image_size: int, bad_images: str = "skip"
+) -> ImageSet:
     """Decode, resize (shorter side) and centre-crop to image_size; unlabelled ImageSet with paths."""
     files = expand_paths(paths)
     dec = decode_files(files, image_size, bad_images)

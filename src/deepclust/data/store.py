@@ -25,9 +25,13 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, 3, H, W], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must be [N={self.images.shape[0]}], got {tuple(self.labels.shape)}")
+            raise ValueError(
+                f"labels must be [N={self.images.shape[0]}], got {tuple(self.labels.shape)}"
+            )
         self.labels = self.labels.long()
         if self.paths is not None and len(self.paths) != len(self):
             raise ValueError("paths must have one entry per image")

@@ -91,11 +91,11 @@ def resolve_num_clusters(cfg: RunConfig, fit_set: ImageSet, eval_set: ImageSet) 
     return k
 
 
-def build_method(cfg: RunConfig, num_clusters: int, image_size: int) -> Method:
+def build_method(cfg: RunConfig, num_clusters: int, image_size: int, num_samples: int) -> Method:
     method_cls = METHODS.get(cfg.method)
     params = params_from_dict(method_cls.Params, cfg.params)
     encoder = build_encoder(cfg.encoder.name, image_size, cfg.encoder.stem)
-    return method_cls(params, encoder, num_clusters)
+    return method_cls(params, encoder, num_clusters, num_samples)
 
 
 def check_names(cfg: RunConfig) -> None:
@@ -144,7 +144,7 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochViews(torch.utils.data.Dataset):
-    """Batch i of an epoch -> its list of views, randomness keyed by (seed, epoch, i, rank)."""
+    """Batch i of an epoch -> (views, fit-set indices), randomness keyed by (seed, epoch, i, rank)."""
 
     def __init__(
         self,
@@ -161,10 +161,10 @@ class EpochViews(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, i: int) -> list[torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         idx = self.batches[i].to(self.images.device)
         gen = batch_generator(self.seed, self.epoch, i, self.rank)
-        return self.views(self.images[idx], gen)
+        return self.views(self.images[idx], gen), idx
 
 
 @dataclass
@@ -249,7 +249,7 @@ class Trainer:
             raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
         k = resolve_num_clusters(cfg, fit_set, eval_set)
         image_size = fit_set.image_size[0]
-        method = build_method(cfg, k, image_size).to(device)
+        method = build_method(cfg, k, image_size, len(fit_set)).to(device)
         eval_tf = EvalTransform(mean=method.encoder.mean, std=method.encoder.std)
         amp = autocast_dtype(cfg, device)
         log = RunLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main)
@@ -266,6 +266,7 @@ class Trainer:
         meta = {
             "num_clusters": k,
             "image_size": image_size,
+            "num_samples": len(fit_set),
             "class_names": list(eval_set.class_names),
             "device": device_description(device),
         }
@@ -339,7 +340,7 @@ class Trainer:
                     on_device,
                     device,
                     amp,
-                    epoch,  # type: ignore[arg-type]
+                    epoch,
                     steps_per_epoch,
                     total_steps,
                     dist,
@@ -347,10 +348,12 @@ class Trainer:
                 log.write({"event": "train", "epoch": epoch + 1, **stats})
                 last = epoch + 1 == epochs
                 if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0 and not last:
+                    method.before_evaluate(ctx)
                     self._evaluate(method, eval_set, eval_tf, device, amp, log, epoch + 1)
                 if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
                     save(epoch + 1, finished=False)
         method.on_train_end(ctx)
+        method.before_evaluate(ctx)
         scores, probs = self._evaluate(method, eval_set, eval_tf, device, amp, log, epochs)
         save(epochs, finished=True)
         summary = {
@@ -390,7 +393,7 @@ class Trainer:
         dist: DistInfo,
     ) -> dict[str, Any]:
         cfg = self.cfg
-        batches: Iterator[list[torch.Tensor]]
+        batches: Iterator[tuple[list[torch.Tensor], torch.Tensor]]
         if on_device or cfg.data.num_workers == 0:
             batches = (data[i] for i in range(len(data)))
         else:
@@ -414,9 +417,9 @@ class Trainer:
             disable=not (cfg.train.progress and dist.is_main),
         )
         images_seen = 0
-        for i, views in enumerate(bar):
+        for i, (views, idx) in enumerate(bar):
             step = epoch * steps_per_epoch + i
-            info = StepInfo(epoch, step, i, steps_per_epoch, total_steps)
+            info = StepInfo(epoch, step, i, steps_per_epoch, total_steps, idx.to(device))
             factor = lr_factor(step, cfg.train.schedule, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor

@@ -29,6 +29,9 @@ class StepInfo:
     epoch_step: int
     steps_per_epoch: int
     total_steps: int
+    indices: torch.Tensor | None = (
+        None  # [B] fit-set indices of this process's batch (memory banks, pseudo-labels)
+    )
 
 
 class Method(nn.Module):
@@ -37,11 +40,13 @@ class Method(nn.Module):
     name: ClassVar[str]
     Params: ClassVar[type]
 
-    def __init__(self, params: Any, encoder: Encoder, num_clusters: int) -> None:
+    def __init__(self, params: Any, encoder: Encoder, num_clusters: int, num_samples: int) -> None:
+        """num_samples: size of the fit set (for per-sample state such as memory banks)."""
         super().__init__()
         self.params = params
         self.encoder = encoder
         self.num_clusters = num_clusters
+        self.num_samples = num_samples
 
     # --- training -------------------------------------------------------------------
     def view_spec(self) -> ViewSpec | None:
@@ -70,6 +75,9 @@ class Method(nn.Module):
 
     def on_train_end(self, ctx: FitContext) -> None:
         """After the last epoch: e.g. fit k-means on the final features."""
+
+    def before_evaluate(self, ctx: FitContext) -> None:
+        """Before each evaluation during training (e.g. refresh k-means centroids used by predict)."""
 
     # --- inference ------------------------------------------------------------------
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,10 @@ class KMeans(Method):
     name = "kmeans"
     Params = KMeansParams
 
-    def __init__(self, params: KMeansParams, encoder: Encoder, num_clusters: int) -> None:
-        super().__init__(params, encoder, num_clusters)
+    def __init__(
+        self, params: KMeansParams, encoder: Encoder, num_clusters: int, num_samples: int
+    ) -> None:
+        super().__init__(params, encoder, num_clusters, num_samples)
         self.register_buffer("centroids", torch.zeros(num_clusters, encoder.feature_dim))
         self.register_buffer("temperature", torch.ones(()))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
