@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGETS = [d for d in ("src", "tests", "benchmarks") if (ROOT / d).is_dir()]
 
 
 @pytest.mark.skipif(
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("args", [["check"], ["format", "--check"]])
 def test_ruff(args):
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", *args, "src", "tests", "benchmarks"],
+        [sys.executable, "-m", "ruff", *args, *TARGETS],
         cwd=ROOT,
         capture_output=True,
         text=True,
