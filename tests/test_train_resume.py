@@ -77,3 +77,23 @@ def test_resume_guards(tmp_path):
     assert api.train(longer, out=tmp_path / "run", resume=True).summary["epochs"] == 2
     with pytest.raises(CheckpointError, match="no checkpoint"):
         api.train(toy_config(), out=tmp_path / "empty", resume=True)
+
+
+def test_separable_fixture_is_separable(separable_images, tmp_path):
+    cfg = api.make_config(
+        "kmeans",
+        "imagefolder",
+        overrides={
+            "data.data_dir": str(separable_images),
+            "data.protocol": "all",
+            "encoder.name": "pixels",
+            "train.progress": False,
+        },
+    )
+    assert api.train(cfg, out=tmp_path / "km").summary["metrics"]["acc"] > 0.9
+
+
+def test_packaged_config_by_name(tmp_path):
+    with pytest.raises(Exception, match="neither a file nor a packaged config"):
+        api.make_config("kmeans", "digits", config_file="nonexistent_name")
+    assert api.make_config("kmeans", "cifar10", config_file="digits").encoder.name == "pixels"

@@ -215,6 +215,21 @@ def default_config_file(method: str, dataset: str) -> Path | None:
     return None
 
 
+def resolve_config_file(name: str | Path, method: str | None) -> Path:
+    """A path to a YAML file, or the name of a packaged config of the method (e.g. 'cpu')."""
+    path = Path(name)
+    if path.is_file() or method is None:
+        return path
+    packaged = CONFIG_ROOT / method / f"{name}.yaml"
+    if packaged.is_file():
+        return packaged
+    names = sorted(p.stem for p in (CONFIG_ROOT / method).glob("*.yaml"))
+    raise ConfigError(
+        f"config '{name}' is neither a file nor a packaged config of method '{method}' "
+        f"(packaged: {', '.join(names) or 'none'})."
+    )
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
@@ -236,10 +251,12 @@ def build_config(
 ) -> RunConfig:
     """Resolve a run config: defaults < configs/<method>/<dataset>.yaml < FILE < overrides.
 
+    config_file is a YAML path or a packaged config name of the method (configs/<method>/<name>.yaml).
     method/dataset given explicitly win over the file's; overrides use dotted keys.
     """
     tree: dict[str, Any] = {}
     if config_file is not None:
+        config_file = resolve_config_file(config_file, method)
         file_tree = read_yaml(config_file)
         method = method or file_tree.get("method")
         dataset = dataset or file_tree.get("dataset")

@@ -58,3 +58,4 @@ def build_encoder(name: str, image_size: int, stem: str = "auto") -> Encoder:
 # Registration side effects: each module registers its encoders.
 from deepclust.encoders import pixels as _pixels  # noqa: E402, F401
 from deepclust.encoders import resnet as _resnet  # noqa: E402, F401
+from deepclust.encoders import small_cnn as _small_cnn  # noqa: E402, F401
