@@ -16,3 +16,28 @@ def test_sinkhorn_split_over_two_processes_equals_one():
     scores = torch.randn(32, 10) * 0.5
     parts = run_in_processes(_sinkhorn_half, 2, scores)
     assert torch.allclose(torch.cat(parts), sinkhorn(scores, eps=0.05, iterations=3), atol=1e-6)
+
+
+def _mean_prediction_entropy(rank: int, logits: torch.Tensor, weight: torch.Tensor, world: int):
+    """H(mean softmax) over the global batch; returns (loss, local gradient of weight)."""
+    from deepclust.engine.distributed import all_reduce_sum_grad
+    from deepclust.losses import entropy
+
+    w = weight.clone().requires_grad_(True)
+    half = logits.shape[0] // world
+    local = logits[rank * half : (rank + 1) * half] @ w
+    mean_p = all_reduce_sum_grad(torch.softmax(local, 1).sum(0)) / logits.shape[0]
+    loss = entropy(mean_p)
+    loss.backward()
+    return loss.detach(), w.grad
+
+
+def test_batch_statistic_gradients_match_after_ddp_averaging():
+    torch.manual_seed(0)
+    logits, weight = torch.randn(16, 5), torch.randn(5, 5)
+    one_loss, one_grad = _mean_prediction_entropy(0, logits, weight, 1)
+    parts = run_in_processes(_mean_prediction_entropy, 2, logits, weight, 2)
+    for loss, _ in parts:
+        assert torch.allclose(loss, one_loss, atol=1e-6)
+    ddp_grad = (parts[0][1] + parts[1][1]) / 2  # what DDP's gradient averaging does
+    assert torch.allclose(ddp_grad, one_grad, atol=1e-6)

@@ -65,3 +65,29 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def all_reduce_sum_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Global sum over processes that gradients flow through (identity on one process).
+
+    Use it for losses that depend on batch-level statistics (the joint distribution of
+    IMC-SwAV's MI loss, entropies of mean predictions, class prototypes): its backward
+    all-reduces the gradient, so after DDP averages gradients over the W processes every
+    parameter gets exactly the gradient of the one-process loss on the global batch.
+    (A plain all-reduce with `local + (total - local).detach()` would be W times too small.)
+    Per-sample mean losses need nothing: DDP's average of local means is the global mean.
+    """
+    if not is_distributed():
+        return tensor
+    import torch.distributed.nn.functional as dist_nn
+
+    return dist_nn.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def all_gather_cat_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """all_gather_cat that gradients flow through (see all_reduce_sum_grad for the scaling)."""
+    if not is_distributed():
+        return tensor
+    import torch.distributed.nn.functional as dist_nn
+
+    return torch.cat(dist_nn.all_gather(tensor.contiguous()))
