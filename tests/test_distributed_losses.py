@@ -41,3 +41,23 @@ def test_batch_statistic_gradients_match_after_ddp_averaging():
         assert torch.allclose(loss, one_loss, atol=1e-6)
     ddp_grad = (parts[0][1] + parts[1][1]) / 2  # what DDP's gradient averaging does
     assert torch.allclose(ddp_grad, one_grad, atol=1e-6)
+
+
+def _gathered_loss(rank: int, x: torch.Tensor, world: int):
+    from deepclust.engine.distributed import all_gather_cat_grad
+
+    w = torch.ones(x.shape[1], requires_grad=True)
+    half = x.shape[0] // world
+    feats = all_gather_cat_grad(x[rank * half : (rank + 1) * half] * w)
+    loss = (feats @ feats.T).pow(2).mean()  # couples every pair of samples in the global batch
+    loss.backward()
+    return loss.detach(), w.grad
+
+
+def test_all_gather_gradient_matches_one_process():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3)
+    one_loss, one_grad = _gathered_loss(0, x, 1)
+    parts = run_in_processes(_gathered_loss, 2, x, 2)
+    assert all(torch.allclose(loss, one_loss) for loss, _ in parts)
+    assert torch.allclose((parts[0][1] + parts[1][1]) / 2, one_grad, atol=1e-5)

@@ -376,3 +376,16 @@ def test_eval_images_resize_and_centre_crop() -> None:
     assert out.shape == (3, 3, 32, 32)
     ref = TF.center_crop(TF.resize(images.float() / 255, [32], antialias=True), [32, 32])
     torch.testing.assert_close(out, (ref - 0.5) / 0.25, atol=1e-4, rtol=0)
+
+
+def test_views_of_a_sample_do_not_depend_on_the_batch_split():
+    spec = ViewSpec(
+        (CropSpec(count=2, size=12, scale=(0.2, 1.0)), CropSpec(count=1, size=8, blur_p=0.5))
+    )
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    gen = ViewGenerator(spec)
+    whole = gen(images, batch_generator(1, 2, 3))
+    first = gen(images[:2], batch_generator(1, 2, 3), offset=0, total=6)
+    rest = gen(images[2:], batch_generator(1, 2, 3), offset=2, total=6)
+    for w, a, b in zip(whole, first, rest, strict=True):
+        assert torch.allclose(w, torch.cat([a, b]), atol=1e-6)

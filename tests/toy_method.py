@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from deepclust.data.views import CropSpec, ViewSpec
+from deepclust.engine.distributed import all_reduce_sum_grad, world_size
 from deepclust.methods import METHODS, Method
 
 
@@ -36,7 +37,8 @@ class Toy(Method):
 
     def training_step(self, views, info):
         p1, p2 = (torch.softmax(self.head(self.encoder(v)), 1) for v in views)
-        joint = (p1.T @ p2) / p1.shape[0]
+        # The joint is a statistic of the global batch: summed over processes, with gradient.
+        joint = all_reduce_sum_grad(p1.T @ p2) / (p1.shape[0] * world_size())
         joint = ((joint + joint.T) / 2).clamp_min(1e-8)
         mi = (
             joint

@@ -71,6 +71,7 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     progress: bool = True
+    sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over the global batch
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 

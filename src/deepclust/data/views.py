@@ -33,6 +33,7 @@ loops over samples). Differences from torchvision's (PIL) pipeline:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -168,6 +169,10 @@ class ViewParams:
     gray: torch.Tensor
     blur: torch.Tensor
     sigma: torch.Tensor
+
+    def take(self, rows: torch.Tensor) -> ViewParams:
+        """The parameters of the given rows only (same field order)."""
+        return ViewParams(*(getattr(self, f.name)[rows] for f in dataclasses.fields(self)))
 
 
 def sample_view_params(
@@ -400,14 +405,35 @@ class ViewGenerator:
             raise ValueError("ViewSpec needs at least one CropSpec")
         self.spec = spec
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        generator: torch.Generator,
+        offset: int = 0,
+        total: int | None = None,
+    ) -> list[torch.Tensor]:
+        """images are samples offset..offset+B-1 of a global batch of `total` (default B).
+
+        Parameters are drawn for the whole global batch and this slice's rows are used, so
+        a sample's views do not depend on how the batch is split over processes.
+        """
         _check_images(images)
         batch, _, height, width = images.shape
+        total = batch if total is None else total
+        if offset < 0 or offset + batch > total:
+            raise ValueError(
+                f"slice {offset}..{offset + batch} is outside a global batch of {total}"
+            )
         x = images.to(torch.float32).div_(255.0)
         views: list[torch.Tensor] = []
         with torch.no_grad():
             for crop in self.spec.crops:
-                params = sample_view_params(crop, crop.count * batch, height, width, generator)
+                params = sample_view_params(crop, crop.count * total, height, width, generator)
+                if total != batch:
+                    rows = (
+                        torch.arange(crop.count)[:, None] * total + offset + torch.arange(batch)
+                    ).flatten()
+                    params = params.take(rows)
                 if batch == 0:
                     empty = x.new_empty(0, 3, crop.size, crop.size)
                     views.extend(empty for _ in range(crop.count))

@@ -67,6 +67,39 @@ def barrier() -> None:
         dist.barrier()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+class _AllGatherCat(torch.autograd.Function):
+    """Concatenate over processes; each input's gradient is its slice summed over processes."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.rows, ctx.rank = tensor.shape[0], dist.get_rank()
+        parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows : (ctx.rank + 1) * ctx.rows]
+
+
 def all_reduce_sum_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Global sum over processes that gradients flow through (identity on one process).
 
@@ -77,17 +110,12 @@ def all_reduce_sum_grad(tensor: torch.Tensor) -> torch.Tensor:
     (A plain all-reduce with `local + (total - local).detach()` would be W times too small.)
     Per-sample mean losses need nothing: DDP's average of local means is the global mean.
     """
-    if not is_distributed():
-        return tensor
-    import torch.distributed.nn.functional as dist_nn
-
-    return dist_nn.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return _AllReduceSum.apply(tensor) if is_distributed() else tensor
 
 
 def all_gather_cat_grad(tensor: torch.Tensor) -> torch.Tensor:
-    """all_gather_cat that gradients flow through (see all_reduce_sum_grad for the scaling)."""
-    if not is_distributed():
-        return tensor
-    import torch.distributed.nn.functional as dist_nn
+    """all_gather_cat that gradients flow through (same scaling as all_reduce_sum_grad).
 
-    return torch.cat(dist_nn.all_gather(tensor.contiguous()))
+    Every process must pass the same number of rows.
+    """
+    return _AllGatherCat.apply(tensor) if is_distributed() else tensor

@@ -8,6 +8,7 @@ hooks, evaluates, logs JSON lines and writes atomic checkpoints. Randomness is k
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import platform
@@ -30,7 +31,7 @@ from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
 from deepclust.encoders import build_encoder
 from deepclust.engine import checkpoint as ckpt
 from deepclust.engine.context import FitContext, run_batched
-from deepclust.engine.distributed import DistInfo, init_from_env
+from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
 from deepclust.engine.sampler import epoch_batches, num_batches
 from deepclust.engine.schedule import lr_factor
 from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
@@ -46,6 +47,15 @@ RESUMABLE_CHANGES = (
     "data.num_workers",
     "data.augment_on",
     "data.data_dir",
+)
+
+
+# DDP must not overwrite buffers from rank 0 at every forward (the argument was renamed).
+NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers"
+    in inspect.signature(torch.nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
 )
 
 
@@ -144,7 +154,11 @@ def seed_everything(seed: int) -> None:
 
 
 class EpochViews(torch.utils.data.Dataset):
-    """Batch i of an epoch -> (views, fit-set indices), randomness keyed by (seed, epoch, i, rank)."""
+    """Batch i of an epoch -> (views, fit-set indices), randomness keyed by (seed, epoch, i).
+
+    This process's samples are `offset`.. of a global batch of `global_batch`: the views of
+    a sample are the same however the global batch is split over processes.
+    """
 
     def __init__(
         self,
@@ -153,18 +167,19 @@ class EpochViews(torch.utils.data.Dataset):
         views: ViewGenerator,
         seed: int,
         epoch: int,
-        rank: int,
+        offset: int,
+        global_batch: int,
     ) -> None:
         self.images, self.batches, self.views = images, batches, views
-        self.seed, self.epoch, self.rank = seed, epoch, rank
+        self.seed, self.epoch, self.offset, self.global_batch = seed, epoch, offset, global_batch
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         idx = self.batches[i].to(self.images.device)
-        gen = batch_generator(self.seed, self.epoch, i, self.rank)
-        return self.views(self.images[idx], gen), idx
+        gen = batch_generator(self.seed, self.epoch, i)
+        return self.views(self.images[idx], gen, self.offset, self.global_batch), idx
 
 
 @dataclass
@@ -207,6 +222,7 @@ class Trainer:
             if dist.is_main:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            barrier()
             return None
         if not has_ckpt:
             raise CheckpointError(f"--resume: no checkpoint in '{self.run_dir}' to continue from.")
@@ -234,6 +250,9 @@ class Trainer:
         check_names(cfg)  # fail on a typo before minutes of data loading
         device = resolve_device(cfg.train.device)
         dist = init_from_env(device.type)
+        if device.type == "cuda" and dist.world_size > 1:
+            device = torch.device("cuda", dist.local_rank)
+            torch.cuda.set_device(device)
         state = self._prepare_run_dir(dist)
         seed_everything(cfg.train.seed)
         fit_set, eval_set = load_protocol(
@@ -312,7 +331,18 @@ class Trainer:
                     },
                     self.run_dir / ckpt.LAST,
                 )
+            barrier()  # no process runs ahead of a checkpoint that is not yet on disk
 
+        model: torch.nn.Module = method
+        if dist.world_size > 1 and epochs:
+            if cfg.train.sync_batchnorm:
+                method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)  # type: ignore[assignment]
+            # Buffers (memory banks, centres) are kept equal by the methods' own collectives.
+            model = torch.nn.parallel.DistributedDataParallel(
+                method,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                **NO_BUFFER_SYNC,
+            )
         method.on_train_start(ctx)
         if epochs:
             views = ViewGenerator(spec)  # type: ignore[arg-type]
@@ -332,9 +362,18 @@ class Trainer:
                     dist.rank,
                     dist.world_size,
                 )[:steps_per_epoch]
-                data = EpochViews(images, batches, views, cfg.train.seed, epoch, dist.rank)
+                data = EpochViews(
+                    images,
+                    batches,
+                    views,
+                    cfg.train.seed,
+                    epoch,
+                    dist.rank * len(batches[0]),
+                    cfg.train.batch_size,
+                )
                 stats = self._train_epoch(
                     method,
+                    model,
                     optimizer,
                     data,
                     on_device,
@@ -382,6 +421,7 @@ class Trainer:
     def _train_epoch(
         self,
         method: Method,
+        model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         data: EpochViews,
         on_device: bool,
@@ -425,7 +465,7 @@ class Trainer:
                 group["lr"] = group["initial_lr"] * factor
             views = [v.to(device, non_blocking=True) for v in views]
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                losses = method.training_step(views, info)
+                losses = model(views, info)
             loss = torch.stack([v.float() for v in losses.values()]).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -440,8 +480,8 @@ class Trainer:
             if i % 20 == 0:  # the only host sync in the loop, for the progress bar
                 bar.set_postfix({k: f"{v.item() / (i + 1):.3f}" for k, v in sums.items()})
         bar.close()
-        n = max(len(data), 1)
-        stats = {k: v.item() / n for k, v in sums.items()}
+        n = max(len(data), 1) * dist.world_size
+        stats = {k: all_reduce_sum(v).item() / n for k, v in sums.items()}
         if not math.isfinite(stats.get("loss", 0.0)):
             raise DeepclustError(
                 f"the loss became {stats['loss']} in epoch {epoch + 1}: lower train.optimizer.lr, or set "

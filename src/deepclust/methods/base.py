@@ -57,6 +57,10 @@ class Method(nn.Module):
         """views: spec.num_views tensors [B,3,s,s] -> named scalar losses (their sum is minimised)."""
         raise NotImplementedError(f"{self.name} has no gradient training")
 
+    def forward(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
+        """The engine calls the module (so DistributedDataParallel can sync gradients)."""
+        return self.training_step(views, info)
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser parameter groups; a group may carry 'lr_scale' (multiplies the base lr)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]

@@ -1,0 +1,68 @@
+"""Two gloo processes with half the batch each train exactly like one process on the whole batch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import toy_method  # registers the test-only method "toy"
+from deepclust import api
+from dist_harness import run_in_processes
+
+STEPS = {
+    "train.epochs": 2,
+    "train.max_steps_per_epoch": 3,
+    "train.batch_size": 64,
+    "train.progress": False,
+    "train.eval_every": 1,
+}
+CASES = {
+    "toy": (
+        "digits",
+        {
+            "encoder.name": "pixels",
+            "data.protocol": "all",
+            # SGD: Adam divides by sqrt(v) and blows up float round-off on near-zero gradients
+            "train.optimizer.name": "sgd",
+            "train.optimizer.lr": 0.5,
+        },
+    ),
+}
+
+
+def _train(rank: int, method: str, dataset: str, overrides: dict, out: str) -> dict:
+    cfg = api.make_config(method, dataset, overrides={**overrides, **STEPS})
+    api.train(cfg, out=out)
+    run = Path(out)
+    return {
+        "model": torch.load(run / "last.pt", weights_only=True)["model"],
+        "log": [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()],
+    }
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_two_processes_match_one(method, tmp_path):
+    dataset, overrides = CASES[method]
+    assert toy_method.Toy.name == "toy"
+    one = _train(0, method, dataset, overrides, str(tmp_path / "one"))
+    two = run_in_processes(_train, 2, method, dataset, overrides, str(tmp_path / "two"))[0]
+    for key, value in one["model"].items():
+        assert torch.allclose(value.float(), two["model"][key].float(), atol=1e-5), key
+    losses = [(r["epoch"], r["loss"]) for r in one["log"] if r["event"] == "train"]
+    losses2 = [(r["epoch"], r["loss"]) for r in two["log"] if r["event"] == "train"]
+    assert [e for e, _ in losses] == [e for e, _ in losses2]
+    assert all(
+        a == pytest.approx(b, abs=1e-5) for (_, a), (_, b) in zip(losses, losses2, strict=True)
+    )
+    accs = [r["acc"] for r in one["log"] if r["event"] == "eval"]
+    assert accs == pytest.approx([r["acc"] for r in two["log"] if r["event"] == "eval"], abs=1e-6)
+
+
+def test_resume_a_two_process_run_in_one_process(tmp_path):
+    dataset, overrides = CASES["toy"]
+    run_in_processes(_train, 2, "toy", dataset, overrides, str(tmp_path / "run"))
+    cfg = api.resume_config(tmp_path / "run", overrides={"train.epochs": 3})
+    assert api.train(cfg, out=tmp_path / "run", resume=True).summary["epochs"] == 3
