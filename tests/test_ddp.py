@@ -19,17 +19,15 @@ STEPS = {
     "train.progress": False,
     "train.eval_every": 1,
 }
+# SGD: Adam divides by sqrt(v) and blows up float round-off on near-zero gradients.
+TOY = {"data.protocol": "all", "train.optimizer.name": "sgd", "train.optimizer.lr": 0.5}
 CASES = {
-    "toy": (
+    "toy-images": (
+        "toy",
         "digits",
-        {
-            "encoder.name": "pixels",
-            "data.protocol": "all",
-            # SGD: Adam divides by sqrt(v) and blows up float round-off on near-zero gradients
-            "train.optimizer.name": "sgd",
-            "train.optimizer.lr": 0.5,
-        },
-    ),
+        {**TOY, "encoder.name": "small_cnn"},
+    ),  # BatchNorm -> SyncBatchNorm
+    "toy-frozen": ("toy", "digits", {**TOY, "encoder.name": "pixels"}),  # feature views
 }
 
 
@@ -43,9 +41,9 @@ def _train(rank: int, method: str, dataset: str, overrides: dict, out: str) -> d
     }
 
 
-@pytest.mark.parametrize("method", sorted(CASES))
-def test_two_processes_match_one(method, tmp_path):
-    dataset, overrides = CASES[method]
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_two_processes_match_one(case, tmp_path):
+    method, dataset, overrides = CASES[case]
     assert toy_method.Toy.name == "toy"
     one = _train(0, method, dataset, overrides, str(tmp_path / "one"))
     two = run_in_processes(_train, 2, method, dataset, overrides, str(tmp_path / "two"))[0]
@@ -62,7 +60,7 @@ def test_two_processes_match_one(method, tmp_path):
 
 
 def test_resume_a_two_process_run_in_one_process(tmp_path):
-    dataset, overrides = CASES["toy"]
-    run_in_processes(_train, 2, "toy", dataset, overrides, str(tmp_path / "run"))
+    method, dataset, overrides = CASES["toy-images"]
+    run_in_processes(_train, 2, method, dataset, overrides, str(tmp_path / "run"))
     cfg = api.resume_config(tmp_path / "run", overrides={"train.epochs": 3})
     assert api.train(cfg, out=tmp_path / "run", resume=True).summary["epochs"] == 3

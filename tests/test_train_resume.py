@@ -39,8 +39,9 @@ def test_toy_learns_and_logs(tmp_path):
     assert (tmp_path / "run" / "predictions.csv").read_text().count("\n") == 1797 + 1
 
 
-def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
-    full = api.train(toy_config(), out=tmp_path / "full")
+@pytest.mark.parametrize("encoder", ["small_cnn", "pixels"])  # image views; frozen feature views
+def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch, encoder):
+    full = api.train(toy_config(**{"encoder.name": encoder}), out=tmp_path / "full")
     ref = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
 
     original = toy_method.Toy.training_step
@@ -52,7 +53,7 @@ def test_resume_after_kill_equals_uninterrupted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(toy_method.Toy, "training_step", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        api.train(toy_config(), out=tmp_path / "killed")
+        api.train(toy_config(**{"encoder.name": encoder}), out=tmp_path / "killed")
     assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["epoch"] == 2
     monkeypatch.setattr(toy_method.Toy, "training_step", original)
 

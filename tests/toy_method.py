@@ -36,7 +36,7 @@ class Toy(Method):
         return ViewSpec((crop,), mean=self.encoder.mean, std=self.encoder.std)
 
     def training_step(self, views, info):
-        p1, p2 = (torch.softmax(self.head(self.encoder(v)), 1) for v in views)
+        p1, p2 = (torch.softmax(self.head(self.features(v)), 1) for v in views)
         # The joint is a statistic of the global batch: summed over processes, with gradient.
         joint = all_reduce_sum_grad(p1.T @ p2) / (p1.shape[0] * world_size())
         joint = ((joint + joint.T) / 2).clamp_min(1e-8)
@@ -47,7 +47,7 @@ class Toy(Method):
         return {"mi": -mi}
 
     def predict_proba(self, images):
-        return torch.softmax(self.head(self.encoder(images)), 1)
+        return torch.softmax(self.head(self.features(images)), 1)
 
 
 if "toy" not in METHODS:

@@ -34,8 +34,16 @@ class DataConfig:
 
 @dataclass
 class EncoderConfig:
-    name: str = "resnet18"
+    name: str = "resnet18"  # a registered name, or timm:<model> / open_clip:<model> / hf:<model>
     stem: Literal["auto", "cifar", "cifar_maxpool", "imagenet"] = "auto"
+    weights: str | None = None  # pretrained encoders: local file/folder, hub tag, or "random"
+    input_size: int | None = (
+        None  # pretrained encoders: resize images to this (default: the model's)
+    )
+    # Frozen encoders train the heads on cached features (see engine/frozen.py):
+    augmented_copies: int = 0  # augmented feature copies of the fit set to draw views from
+    feature_noise: float = 0.1  # Gaussian noise on feature views, in units of each dimension's std
+    tta_flip: bool = False  # average clean features with those of the mirrored image
 
 
 @dataclass

@@ -1,8 +1,12 @@
 """Encoder interface and registry.
 
 An encoder is an nn.Module mapping normalised images [B,3,H,W] to features [B,D]; methods
-read only `feature_dim`, `trainable` and the normalisation (`mean`, `std`) it expects,
-so they never care which backbone is underneath.
+read only `feature_dim`, `trainable` and the preprocessing it expects (`mean`, `std`,
+`input_size`), so they never care which backbone is underneath.
+
+Names are either registered ones (`resnet18`, `small_cnn`, `efficientnet_lite0`, ...) or
+'<family>:<model>' for whole model zoos (`timm:vit_small_patch16_224`, `open_clip:ViT-B-32`,
+`hf:openai/clip-vit-base-patch32`).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from deepclust.data.views import IMAGENET_MEAN, IMAGENET_STD
+from deepclust.data.views import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
+from deepclust.errors import ConfigError, DeepclustError
 from deepclust.registry import Registry
 
 
@@ -27,35 +32,114 @@ class Encoder(nn.Module):
         trainable: bool = True,
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
+        input_size: int | None = None,
+        identity: str = "",
     ) -> None:
+        """input_size: resolution the encoder expects (images are resized to it; None = as stored).
+        identity: names the weights for feature caches (e.g. 'timm:resnet50@/path/w.safetensors')."""
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
         self.trainable = trainable
-        self.mean = mean
-        self.std = std
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.input_size = input_size
+        self.identity = identity
         if not trainable:
             self.body.requires_grad_(False)
+            self.body.eval()
+
+    def train(self, mode: bool = True) -> Encoder:
+        """A frozen encoder stays in eval mode (BatchNorm statistics and dropout fixed)."""
+        super().train(mode and self.trainable)
+        return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(images)
 
+    def eval_transform(self) -> EvalTransform:
+        """The preprocessing this encoder expects for evaluation images."""
+        return EvalTransform(mean=self.mean, std=self.std, size=self.input_size)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EncoderRequest:
+    """What a builder gets: the stored image size and the user's encoder settings."""
+
+    image_size: int
+    stem: str = "auto"
+    weights: str | None = None  # local file / folder, or a hub tag (pretrained encoders only)
+    input_size: int | None = None  # resize images to this (pretrained encoders only)
+
 
 @dataclass(frozen=True)
 class EncoderEntry:
-    build: Callable[[str, int], Encoder]  # (stem, image_size) -> Encoder
+    build: Callable[[EncoderRequest], Encoder]
     description: str
+    pretrained: bool = False  # takes `weights` and `input_size`, frozen
 
 
 ENCODERS: Registry[EncoderEntry] = Registry("encoder")
+FAMILIES: Registry[Callable[[str, EncoderRequest], Encoder]] = Registry("encoder family")
+FAMILY_HELP: dict[str, str] = {}
 
 
-def build_encoder(name: str, image_size: int, stem: str = "auto") -> Encoder:
-    """Build encoder `name` for images of `image_size` px (the stem adapts to the size)."""
-    return ENCODERS.get(name).build(stem, image_size)
+def register_family(prefix: str, description: str) -> Callable:
+    """Register a builder for '<prefix>:<model>' names: builder(model, request) -> Encoder."""
+    FAMILY_HELP[prefix] = description
+    return FAMILIES.register(prefix)
+
+
+def check_encoder_name(name: str) -> None:
+    """Raise a clear error for an unknown encoder name, without building anything."""
+    if ":" in name:
+        prefix, model = name.split(":", 1)
+        FAMILIES.get(prefix)
+        if not model:
+            raise DeepclustError(f"encoder '{name}' names no model: write {prefix}:<model name>.")
+    elif name not in ENCODERS:
+        raise DeepclustError(
+            ENCODERS_ERROR.format(
+                name=name,
+                names=", ".join(ENCODERS.names()),
+                families=", ".join(f"{p}:<model>" for p in FAMILIES.names()),
+            )
+        )
+
+
+ENCODERS_ERROR = (
+    "unknown encoder '{name}'. Valid encoders: {names}; or a model zoo name: {families}."
+)
+
+
+def build_encoder(
+    name: str,
+    image_size: int,
+    stem: str = "auto",
+    weights: str | None = None,
+    input_size: int | None = None,
+) -> Encoder:
+    """Build encoder `name` (registered name or '<family>:<model>') for images stored at image_size px.
+
+    stem: ResNet stem (auto picks by size); weights: local file/folder or hub tag and
+    input_size: resolution to resize to, both for pretrained encoders only.
+    """
+    request = EncoderRequest(image_size, stem, weights, input_size)
+    check_encoder_name(name)
+    if ":" in name:
+        prefix, model = name.split(":", 1)
+        return FAMILIES.get(prefix)(model, request)
+    entry = ENCODERS.get(name)
+    if not entry.pretrained and (request.weights is not None or request.input_size is not None):
+        raise ConfigError(
+            f"encoder '{name}' is trained from scratch: encoder.weights and encoder.input_size apply only "
+            "to pretrained encoders."
+        )
+    return entry.build(request)
 
 
 # Registration side effects: each module registers its encoders.
 from deepclust.encoders import pixels as _pixels  # noqa: E402, F401
+from deepclust.encoders import pretrained as _pretrained  # noqa: E402, F401
 from deepclust.encoders import resnet as _resnet  # noqa: E402, F401
 from deepclust.encoders import small_cnn as _small_cnn  # noqa: E402, F401

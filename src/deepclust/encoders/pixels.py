@@ -13,6 +13,6 @@ def pixels(image_size: int) -> Encoder:
 
 ENCODERS.register("pixels")(
     EncoderEntry(
-        build=lambda stem, size: pixels(size), description="raw pixels, flattened (no training)"
+        build=lambda req: pixels(req.image_size), description="raw pixels, flattened (no training)"
     )
 )

@@ -42,7 +42,7 @@ def resnet(depth: int, stem: str, image_size: int) -> Encoder:
 for _depth in (18, 34, 50):
     ENCODERS.register(f"resnet{_depth}")(
         EncoderEntry(
-            build=lambda stem, size, d=_depth: resnet(d, stem, size),
+            build=lambda req, d=_depth: resnet(d, req.stem, req.image_size),
             description=f"ResNet-{_depth} trained from scratch (CIFAR stem below 64 px)",
         )
     )

@@ -32,7 +32,7 @@ def small_cnn(width: int = 64) -> Encoder:
 
 ENCODERS.register("small_cnn")(
     EncoderEntry(
-        build=lambda stem, size: small_cnn(),
+        build=lambda req: small_cnn(),
         description="4-block CNN, 512-d (fast CPU runs and tests)",
     )
 )

@@ -21,6 +21,7 @@ class FitContext:
     batch_size: int
     autocast_dtype: torch.dtype | None = None
     progress: bool = False
+    fit_features: torch.Tensor | None = None  # [N, D] when the encoder is frozen (cached features)
 
     @torch.no_grad()
     def extract(
@@ -29,11 +30,15 @@ class FitContext:
         images: ImageSet | None = None,
         desc: str = "",
     ) -> torch.Tensor:
-        """Apply fn (normalised images [b,3,H,W] -> [b,...]) over a whole set; returns [N,...] on device.
+        """Apply fn over the whole fit set (or `images`); returns [N,...] float32 on device.
 
-        Runs without gradients; callers put modules in eval mode as they need.
+        fn receives normalised images [b,3,H,W], or cached features [b,D] when the encoder is
+        frozen (Method.features passes those through). Runs without gradients; callers put
+        modules in eval mode as they need.
         """
-        data = self.fit_set if images is None else images
+        data: ImageSet | torch.Tensor = self.fit_set if images is None else images
+        if images is None and self.fit_features is not None:
+            data = self.fit_features
         return run_batched(
             fn,
             data,
@@ -48,21 +53,28 @@ class FitContext:
 @torch.no_grad()
 def run_batched(
     fn: Callable[[torch.Tensor], torch.Tensor],
-    data: ImageSet,
+    data: ImageSet | torch.Tensor,
     transform: EvalTransform,
     device: torch.device,
     batch_size: int,
     autocast_dtype: torch.dtype | None = None,
     desc: str | None = None,
 ) -> torch.Tensor:
-    """fn over `data` in batches of evaluation-preprocessed images, outputs concatenated as float32."""
+    """fn over `data` in batches, outputs concatenated as float32.
+
+    data: an ImageSet (batches are preprocessed with `transform`) or features [N, D] (used as they are).
+    """
     from tqdm.auto import tqdm
 
     starts = range(0, len(data), batch_size)
     outputs = []
     for start in tqdm(starts, desc=desc, disable=desc is None, leave=False):
-        batch = data.images[start : start + batch_size].to(device, non_blocking=True)
-        x = eval_images(batch, transform)
+        if isinstance(data, torch.Tensor):
+            x = data[start : start + batch_size].to(device, non_blocking=True)
+        else:
+            x = eval_images(
+                data.images[start : start + batch_size].to(device, non_blocking=True), transform
+            )
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             outputs.append(fn(x).float())
     return torch.cat(outputs)

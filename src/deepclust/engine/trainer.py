@@ -30,8 +30,10 @@ from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
 from deepclust.encoders import build_encoder
 from deepclust.engine import checkpoint as ckpt
+from deepclust.engine.batchnorm import convert_to_global_batchnorm
 from deepclust.engine.context import FitContext, run_batched
 from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.sampler import epoch_batches, num_batches
 from deepclust.engine.schedule import lr_factor
 from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
@@ -104,18 +106,19 @@ def resolve_num_clusters(cfg: RunConfig, fit_set: ImageSet, eval_set: ImageSet) 
 def build_method(cfg: RunConfig, num_clusters: int, image_size: int, num_samples: int) -> Method:
     method_cls = METHODS.get(cfg.method)
     params = params_from_dict(method_cls.Params, cfg.params)
-    encoder = build_encoder(cfg.encoder.name, image_size, cfg.encoder.stem)
+    e = cfg.encoder
+    encoder = build_encoder(e.name, image_size, e.stem, e.weights, e.input_size)
     return method_cls(params, encoder, num_clusters, num_samples)
 
 
 def check_names(cfg: RunConfig) -> None:
     """Raise a clear error for an unknown method, dataset, encoder or method parameter."""
     from deepclust.data.datasets import dataset_info
-    from deepclust.encoders import ENCODERS
+    from deepclust.encoders import check_encoder_name
 
     params_from_dict(METHODS.get(cfg.method).Params, cfg.params)
     dataset_info(cfg.dataset)
-    ENCODERS.get(cfg.encoder.name)
+    check_encoder_name(cfg.encoder.name)
 
 
 def build_optimizer(groups: list[dict[str, Any]], cfg: RunConfig) -> torch.optim.Optimizer:
@@ -269,8 +272,20 @@ class Trainer:
         k = resolve_num_clusters(cfg, fit_set, eval_set)
         image_size = fit_set.image_size[0]
         method = build_method(cfg, k, image_size, len(fit_set)).to(device)
-        eval_tf = EvalTransform(mean=method.encoder.mean, std=method.encoder.std)
+        eval_tf = method.encoder.eval_transform()
         amp = autocast_dtype(cfg, device)
+        frozen = None
+        if not method.encoder.trainable:  # heads train on cached features of the frozen encoder
+            frozen = FrozenFeatures.build(
+                method.encoder,
+                fit_set,
+                eval_set,
+                cfg,
+                device,
+                amp,
+                cfg.train.progress and dist.is_main,
+            )
+        eval_features = frozen.eval if frozen is not None else None
         log = RunLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main)
         ctx = FitContext(
             fit_set,
@@ -281,6 +296,7 @@ class Trainer:
             cfg.train.eval_batch_size,
             amp,
             progress=cfg.train.progress and dist.is_main,
+            fit_features=frozen.fit[0].to(device) if frozen is not None else None,
         )
         meta = {
             "num_clusters": k,
@@ -304,11 +320,18 @@ class Trainer:
         if cfg.train.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
         total_steps = epochs * steps_per_epoch
+        if dist.world_size > 1 and epochs and cfg.train.sync_batchnorm:
+            # BatchNorm over the global batch; before the optimiser, which must see the new modules.
+            # PyTorch's SyncBatchNorm is CUDA-only; GlobalBatchNorm runs on gloo too.
+            if device.type == "cuda":
+                method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)  # type: ignore[assignment]
+            else:
+                method = convert_to_global_batchnorm(method)  # type: ignore[assignment]
         optimizer = build_optimizer(method.parameter_groups(), cfg) if epochs else None
 
         start_epoch = 0
         if state is not None:
-            method.load_state_dict(state["model"])
+            method.load_checkpoint_state(state["model"])
             if optimizer is not None and state.get("optimizer"):
                 optimizer.load_state_dict(state["optimizer"])
             ckpt.restore_rng(state["rng"])
@@ -325,7 +348,7 @@ class Trainer:
                         "meta": meta,
                         "epoch": epoch,
                         "finished": finished,
-                        "model": method.state_dict(),
+                        "model": method.checkpoint_state(),
                         "optimizer": optimizer.state_dict() if optimizer is not None else {},
                         "rng": ckpt.rng_state(),
                     },
@@ -335,8 +358,6 @@ class Trainer:
 
         model: torch.nn.Module = method
         if dist.world_size > 1 and epochs:
-            if cfg.train.sync_batchnorm:
-                method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)  # type: ignore[assignment]
             # Buffers (memory banks, centres) are kept equal by the methods' own collectives.
             model = torch.nn.parallel.DistributedDataParallel(
                 method,
@@ -345,11 +366,15 @@ class Trainer:
             )
         method.on_train_start(ctx)
         if epochs:
-            views = ViewGenerator(spec)  # type: ignore[arg-type]
             on_device = cfg.data.augment_on == "device" or (
                 cfg.data.augment_on == "auto" and device.type == "cuda"
             )
-            images = fit_set.images.to(device) if on_device else fit_set.images
+            if frozen is not None:
+                frozen.fit, frozen.scale = frozen.fit.to(device), frozen.scale.to(device)
+                on_device = True  # feature views are cheap: no worker processes
+            else:
+                views = ViewGenerator(spec)  # type: ignore[arg-type]
+                images = fit_set.images.to(device) if on_device else fit_set.images
             for epoch in range(start_epoch, epochs):
                 ctx.epoch = epoch
                 method.train()
@@ -362,15 +387,23 @@ class Trainer:
                     dist.rank,
                     dist.world_size,
                 )[:steps_per_epoch]
-                data = EpochViews(
-                    images,
-                    batches,
-                    views,
-                    cfg.train.seed,
-                    epoch,
-                    dist.rank * len(batches[0]),
-                    cfg.train.batch_size,
-                )
+                offset = dist.rank * len(batches[0])
+                data: EpochViews | EpochFeatureViews
+                if frozen is not None:
+                    data = EpochFeatureViews(
+                        frozen,
+                        batches,
+                        spec.num_views,
+                        cfg.encoder.feature_noise,  # type: ignore[union-attr]
+                        cfg.train.seed,
+                        epoch,
+                        offset,
+                        cfg.train.batch_size,
+                    )
+                else:
+                    data = EpochViews(
+                        images, batches, views, cfg.train.seed, epoch, offset, cfg.train.batch_size
+                    )
                 stats = self._train_epoch(
                     method,
                     model,
@@ -388,12 +421,16 @@ class Trainer:
                 last = epoch + 1 == epochs
                 if cfg.train.eval_every and (epoch + 1) % cfg.train.eval_every == 0 and not last:
                     method.before_evaluate(ctx)
-                    self._evaluate(method, eval_set, eval_tf, device, amp, log, epoch + 1)
+                    self._evaluate(
+                        method, eval_set, eval_tf, device, amp, log, epoch + 1, eval_features
+                    )
                 if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
                     save(epoch + 1, finished=False)
         method.on_train_end(ctx)
         method.before_evaluate(ctx)
-        scores, probs = self._evaluate(method, eval_set, eval_tf, device, amp, log, epochs)
+        scores, probs = self._evaluate(
+            method, eval_set, eval_tf, device, amp, log, epochs, eval_features
+        )
         save(epochs, finished=True)
         summary = {
             "method": cfg.method,
@@ -506,10 +543,13 @@ class Trainer:
         amp: torch.dtype | None,
         log: RunLog,
         epoch: int,
+        features: torch.Tensor | None = None,
     ) -> tuple[dict[str, Any] | None, torch.Tensor]:
+        """Score the eval set (or its cached features [M, D] when the encoder is frozen)."""
         method.eval()
+        inputs = eval_set if features is None else features
         probs = run_batched(
-            method.predict_proba, eval_set, eval_tf, device, self.cfg.train.eval_batch_size, amp
+            method.predict_proba, inputs, eval_tf, device, self.cfg.train.eval_batch_size, amp
         )
         scores = None
         if eval_set.has_labels:

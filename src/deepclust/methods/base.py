@@ -84,9 +84,33 @@ class Method(nn.Module):
         """Before each evaluation during training (e.g. refresh k-means centroids used by predict)."""
 
     # --- inference ------------------------------------------------------------------
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B,3,H,W] normalised -> encoder features [B,D]."""
-        return self.encoder(images)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """images [B,3,H,W] normalised -> encoder features [B,D].
+
+        Cached features [B,D] of a frozen encoder pass through unchanged, so a method that
+        always starts from `self.features(view)` trains on images and on frozen features alike.
+        """
+        return x if x.ndim == 2 else self.encoder(x)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """state_dict without a frozen encoder's weights (they are rebuilt from the config)."""
+        state = self.state_dict()
+        if not self.encoder.trainable:
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        return state
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        from deepclust.errors import CheckpointError
+
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        wrong = [
+            k for k in missing if self.encoder.trainable or not k.startswith("encoder.")
+        ] + list(unexpected)
+        if wrong:
+            raise CheckpointError(
+                f"the checkpoint does not fit method '{self.name}' (mismatched keys: {', '.join(wrong[:5])}); "
+                "was it written by another method, encoder or number of clusters?"
+            )
 
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         """images [B,3,H,W] normalised -> cluster probabilities [B,K]."""

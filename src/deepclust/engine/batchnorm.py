@@ -1,0 +1,74 @@
+"""BatchNorm over the global batch on any device.
+
+PyTorch's SyncBatchNorm runs only on CUDA; on CPU (gloo) each process would normalise
+with its own half-batch statistics and drift from a one-process run. GlobalBatchNorm
+computes the batch mean and variance from sums all-reduced with gradient (so the
+backward pass is that of one BatchNorm over the global batch), on any backend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepclust.engine.distributed import all_reduce_sum_grad, is_distributed
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Drop-in for BatchNorm1d/2d whose training statistics span every process's batch."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-d input, got {x.dim()}-d")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and is_distributed()):
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
+        sums = all_reduce_sum_grad(
+            torch.cat([x.float().sum(dims), x.float().pow(2).sum(dims), count])
+        )
+        channels = x.shape[1]
+        n = sums[-1].detach()
+        mean = sums[:channels] / n
+        var = (sums[channels : 2 * channels] / n - mean.pow(2)).clamp_min(0)
+        if (
+            self.track_running_stats
+            and self.running_mean is not None
+            and self.running_var is not None
+        ):
+            with torch.no_grad():
+                m = (
+                    self.momentum
+                    if self.momentum is not None
+                    else 1.0 / float(self.num_batches_tracked + 1)
+                )
+                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
+                self.running_var.lerp_((var.detach() * n / (n - 1)).to(self.running_var.dtype), m)
+                self.num_batches_tracked += 1  # type: ignore[operator]
+        y = (x.float() - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm1d/2d in `module` by a GlobalBatchNorm with the same state."""
+    if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+        new = GlobalBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return (
+            new.to(next(iter(module.state_dict().values())).device) if module.state_dict() else new
+        )
+    for name, child in module.named_children():
+        setattr(module, name, convert_to_global_batchnorm(child))
+    return module
