@@ -61,7 +61,7 @@ def view_function(
         return lambda x, i: eval_images(x, transform)
     if kind == "flip":
         return lambda x, i: eval_images(x.flip(-1), transform)
-    copy, seed = (int(p[1:]) for p in kind[3:].split("-"))
+    copy, seed = (int(p) for p in kind[3:].split("-s"))
     views = ViewGenerator(augmentation_spec(encoder, image_size))
     return lambda x, i: views(x, batch_generator(seed, -1 - copy, i))[0]
 

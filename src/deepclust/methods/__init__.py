@@ -1,5 +1,6 @@
 """Clustering methods, one file each, registered by name."""
 
+from deepclust.methods import baselines as _baselines  # noqa: F401  (registers)
 from deepclust.methods import kmeans as _kmeans  # noqa: F401  (registers)
 from deepclust.methods.base import METHODS, Method, StepInfo
 
