@@ -197,3 +197,18 @@ def test_toy_heads_train_on_frozen_feature_views(tmp_path):
     )
     result = api.train(cfg, out=tmp_path / "toy")
     assert result.summary["metrics"]["acc"] > 0.3
+
+
+def test_nearest_neighbours_and_neighbour_views():
+    from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures, nearest_neighbours
+
+    feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [1.0, 0.05]])
+    knn = nearest_neighbours(feats, 2, chunk=2)
+    assert knn[:, 0].tolist() == [0, 1, 2, 3, 4]  # self first
+    assert knn[2, 1] == 3 and knn[3, 1] == 2 and knn[0, 1] == 4
+    store = FrozenFeatures(feats[None], feats, torch.ones(2), knn)
+    views, indices = EpochFeatureViews(store, [torch.tensor([0, 2])], 8, 0.0, 0, 0, 0, 2)[0]
+    assert indices.tolist() == [0, 2]
+    for v in views:  # every view of sample 0 is itself or its neighbour 4; of sample 2, itself or 3
+        assert any(torch.equal(v[0], feats[j]) for j in (0, 4))
+        assert any(torch.equal(v[1], feats[j]) for j in (2, 3))

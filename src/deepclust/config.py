@@ -42,6 +42,9 @@ class EncoderConfig:
     )
     # Frozen encoders train the heads on cached features (see engine/frozen.py):
     augmented_copies: int = 0  # augmented feature copies of the fit set to draw views from
+    neighbours: int = (
+        0  # > 0: a view may be the feature of one of the k nearest neighbours (TEMI/SCAN style)
+    )
     feature_noise: float = 0.1  # Gaussian noise on feature views, in units of each dimension's std
     tta_flip: bool = False  # average clean features with those of the mirrored image
 

@@ -1,11 +1,13 @@
 """Training on a frozen encoder: heads learn from cached features instead of images.
 
-Views in feature space: each view of a sample is the feature of one of its copies
-(the clean image, or one of `encoder.augmented_copies` augmented crops extracted once), drawn
-per sample and view, plus Gaussian noise of `encoder.feature_noise` times the per-dimension
-standard deviation of the features. Multi-crop sizes do not exist here: every view is a
-full feature vector. Randomness is keyed by (seed, epoch, batch) and drawn for the global
-batch, exactly like the image views, so resume and multi-process runs stay exact.
+Views in feature space. Each view of sample i is the feature of one of its *copies*: the
+clean image or one of `encoder.augmented_copies` augmented crops, extracted once; or, with
+`encoder.neighbours = k`, the clean feature of one of i's k nearest neighbours (itself
+included) in the cached feature space, the view that makes frozen-feature clustering work
+in TEMI and SCAN; plus Gaussian noise of `encoder.feature_noise` times each dimension's
+standard deviation. Multi-crop sizes do not exist here: every view is a full feature
+vector. Randomness is keyed by (seed, epoch, batch) and drawn for the global batch, like
+the image views, so resume and multi-process runs stay exact.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from deepclust.config import RunConfig
 from deepclust.data.store import ImageSet
@@ -21,13 +24,28 @@ from deepclust.encoders.base import Encoder
 from deepclust.encoders.cache import extract_features
 
 
+@torch.no_grad()
+def nearest_neighbours(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
+    """features [N, D] -> indices [N, k] of the k most cosine-similar samples (self first)."""
+    x = F.normalize(features.float(), dim=1)
+    out = []
+    for start in range(0, len(x), chunk):
+        sim = x[start : start + chunk] @ x.T
+        rows = torch.arange(start, min(start + chunk, len(x)))
+        sim[torch.arange(len(rows)), rows] = float("inf")  # self first, even among duplicates
+        out.append(sim.topk(min(k, len(x)), dim=1).indices)
+    return torch.cat(out)
+
+
 @dataclass
 class FrozenFeatures:
-    """fit: [C, N, D] feature copies of the fit set (copy 0 = clean); eval: [M, D]; scale: [D] std."""
+    """fit: [C, N, D] copies of the fit set (copy 0 = clean); eval: [M, D]; scale: [D] per-dim std;
+    neighbours: [N, k] nearest-neighbour indices, or None."""
 
     fit: torch.Tensor
     eval: torch.Tensor
     scale: torch.Tensor
+    neighbours: torch.Tensor | None = None
 
     @staticmethod
     def build(
@@ -59,7 +77,18 @@ class FrozenFeatures:
             fit_set
         )
         eval_feats = fit_clean[: len(eval_set)] if same else clean(eval_set)
-        return FrozenFeatures(torch.stack(copies), eval_feats, fit_clean.std(dim=0).clamp_min(1e-6))
+        knn = (
+            nearest_neighbours(fit_clean, cfg.encoder.neighbours)
+            if cfg.encoder.neighbours > 0
+            else None
+        )
+        return FrozenFeatures(
+            torch.stack(copies), eval_feats, fit_clean.std(dim=0).clamp_min(1e-6), knn
+        )
+
+    def to(self, device: torch.device) -> FrozenFeatures:
+        knn = self.neighbours.to(device) if self.neighbours is not None else None
+        return FrozenFeatures(self.fit.to(device), self.eval, self.scale.to(device), knn)
 
 
 class EpochFeatureViews(torch.utils.data.Dataset):
@@ -88,18 +117,20 @@ class EpochFeatureViews(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
-        idx = self.batches[i]
-        copies, _, dim = self.features.fit.shape
+        f = self.features
+        idx = self.batches[i].to(f.fit.device)
+        copies, _, dim = f.fit.shape
         gen = batch_generator(self.seed, self.epoch, i)
         rows = slice(self.offset, self.offset + len(idx))
         which = torch.randint(copies, (self.num_views, self.global_batch), generator=gen)[:, rows]
+        k = f.neighbours.shape[1] if f.neighbours is not None else 1
+        pick = torch.randint(k, (self.num_views, self.global_batch), generator=gen)[:, rows]
         noise = torch.randn(self.num_views, self.global_batch, dim, generator=gen)[:, rows]
         views = []
         for v in range(self.num_views):
-            feats = self.features.fit[
-                which[v].to(self.features.fit.device), idx.to(self.features.fit.device)
-            ]
+            source = idx if f.neighbours is None else f.neighbours[idx, pick[v].to(idx.device)]
+            feats = f.fit[which[v].to(idx.device), source]
             if self.noise:
-                feats = feats + self.noise * self.features.scale * noise[v].to(feats.device)
+                feats = feats + self.noise * f.scale * noise[v].to(feats.device)
             views.append(feats)
         return views, idx

@@ -370,7 +370,7 @@ class Trainer:
                 cfg.data.augment_on == "auto" and device.type == "cuda"
             )
             if frozen is not None:
-                frozen.fit, frozen.scale = frozen.fit.to(device), frozen.scale.to(device)
+                frozen = frozen.to(device)
                 on_device = True  # feature views are cheap: no worker processes
             else:
                 views = ViewGenerator(spec)  # type: ignore[arg-type]
