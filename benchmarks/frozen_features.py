@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from deepclust import api
-from deepclust.config import default_config_file
+from deepclust.config import CONFIG_ROOT
 from deepclust.data.datasets import load_protocol
 from deepclust.encoders import build_encoder
 from deepclust.encoders.cache import extract_features
@@ -57,18 +58,11 @@ def main() -> None:
     knn = nearest_neighbours(feats, 21)[:, 1:]
     agreement = (fit.labels[knn] == fit.labels[:, None]).float().mean().item()
 
-    methods = (
-        args.methods.split(",")
-        if args.methods
-        else BASELINES
-        + [
-            m
-            for m in METHODS.names()
-            if m not in BASELINES
-            and default_config_file(m, "frozen") is not None
-            and (default_config_file(m, "frozen").stem == "frozen")  # type: ignore[union-attr]
-        ]
-    )
+    def has_frozen_config(method: str) -> bool:
+        return (CONFIG_ROOT / method / "frozen.yaml").is_file()
+
+    deep = [m for m in METHODS.names() if m not in BASELINES and has_frozen_config(m)]
+    methods = args.methods.split(",") if args.methods else BASELINES + deep
     rows = []
     for method in methods:
         overrides = {
@@ -79,16 +73,10 @@ def main() -> None:
             "train.seed": args.seed,
             "train.progress": False,
         }
-        config = (
-            "frozen"
-            if default_config_file(method, "frozen") is not None and method not in BASELINES
-            else None
-        )
+        config = "frozen" if method not in BASELINES and has_frozen_config(method) else None
         cfg = api.make_config(method, "imagefolder", config, overrides)
         out = Path("runs") / f"bench-{args.name}-{method}"
         if out.exists():
-            import shutil
-
             shutil.rmtree(out)
         t = time.time()
         result = api.train(cfg, out=out)
