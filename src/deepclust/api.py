@@ -94,7 +94,7 @@ class LoadedRun:
 
     @property
     def eval_transform(self) -> EvalTransform:
-        return EvalTransform(mean=self.method.encoder.mean, std=self.method.encoder.std)
+        return self.method.encoder.eval_transform()
 
     @torch.no_grad()
     def predict_proba(self, images: ImageSet, batch_size: int | None = None) -> torch.Tensor:
@@ -133,7 +133,7 @@ def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
         )
     dev = resolve_device(device)
     method = build_method(cfg, meta["num_clusters"], meta["image_size"], meta["num_samples"])
-    method.load_state_dict(state["model"])
+    method.load_checkpoint_state(state["model"])
     return LoadedRun(run_dir, cfg, method.to(dev).eval(), meta, dev)
 
 
