@@ -28,6 +28,17 @@ CASES = {
         {**TOY, "encoder.name": "small_cnn"},
     ),  # BatchNorm -> SyncBatchNorm
     "toy-frozen": ("toy", "digits", {**TOY, "encoder.name": "pixels"}),  # feature views
+    "digpro": (
+        "digpro",
+        "digits",
+        {
+            "encoder.name": "pixels",
+            "data.protocol": "all",
+            "train.optimizer.lr": 0.01,
+            "params.warmup_epochs": 1,
+            "params.crop_size": 8,
+        },
+    ),
 }
 
 
@@ -48,7 +59,9 @@ def test_two_processes_match_one(case, tmp_path):
     one = _train(0, method, dataset, overrides, str(tmp_path / "one"))
     two = run_in_processes(_train, 2, method, dataset, overrides, str(tmp_path / "two"))[0]
     for key, value in one["model"].items():
-        assert torch.allclose(value.float(), two["model"][key].float(), atol=1e-5), key
+        assert torch.allclose(value.float(), two["model"][key].float(), rtol=1e-4, atol=5e-5), (
+            key
+        )  # float sums in another order
     losses = [(r["epoch"], r["loss"]) for r in one["log"] if r["event"] == "train"]
     losses2 = [(r["epoch"], r["loss"]) for r in two["log"] if r["event"] == "train"]
     assert [e for e, _ in losses] == [e for e, _ in losses2]

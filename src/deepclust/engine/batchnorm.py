@@ -64,11 +64,14 @@ def convert_to_global_batchnorm(module: nn.Module) -> nn.Module:
             module.affine,
             module.track_running_stats,
         )
-        new.load_state_dict(module.state_dict())
+        # Share the Parameter and buffer objects: requires_grad (frozen targets) and device carry over.
+        if module.affine:
+            new.weight, new.bias = module.weight, module.bias
+        if module.track_running_stats:
+            new.running_mean, new.running_var = module.running_mean, module.running_var
+            new.num_batches_tracked = module.num_batches_tracked
         new.train(module.training)
-        return (
-            new.to(next(iter(module.state_dict().values())).device) if module.state_dict() else new
-        )
+        return new
     for name, child in module.named_children():
         setattr(module, name, convert_to_global_batchnorm(child))
     return module
