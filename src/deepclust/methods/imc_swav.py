@@ -1,0 +1,246 @@
+"""IMC-SwAV: Information Maximization Clustering via Multi-View Self-Labelling.
+
+Ntelemis, Jin, Thomas (2021, arXiv 2103.07368; Knowledge-Based Systems 2022). One phase:
+the encoder learns SwAV-style from swapped prototype assignments, and a classifier head on
+the (detached) encoder feature learns clusters by maximising the mutual information between
+its prediction and the prototype assignment, over every pair of views.
+
+    views     2 high-res crops (scale 0.2-1) + 4 low-res crops (scale 0.08-0.4), flip,
+              ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, grayscale p=0.25, no blur
+    h_v       encoder(view v)                                   [B, 512]
+    z_v       normalize(projection(h_v))                        [B, 128]
+    u_v       z_v C^T, C = P unit-norm prototypes                [B, P]
+    y_v       classifier(h_v.detach())                          [B, K]
+    L_swav    mean over (i high-res, v != i) of CE(sinkhorn(u_i), softmax(u_v / 0.1))
+    L_mi      mean over all 6 x 6 view pairs (a, b) of H(Y|U) - 4 H(Y), joint of
+              softmax(y_a) and softmax(u_b / 0.1) over the batch (u_b detached)
+    L_logit   0.01 * mean_b sum_k relu(|y_bk| - 5)
+    total     L_swav + L_mi + L_logit; prediction = argmax softmax(y)
+
+Prototypes are re-normalised after every step and get no update during the first 500
+iterations. Where the authors' code and paper differ:
+- The projection 512 -> 512 -> 128 is two stacked linear layers in the code (so linear
+  overall); `projection_bn_relu: true` puts BN + ReLU between them (SwAV's usual head), and
+  `projection_hidden: 0` makes it a single linear layer.
+- Before testing, the authors re-estimate BatchNorm statistics on test batches in train
+  mode. deepclust does not: prediction uses the running statistics from training.
+- STL-10: the encoder trains on train+unlabeled and the classifier on labelled images only.
+  The paper feeds the classifier its own batches; here (`classifier_on_labelled_only`) the
+  classifier's losses use the labelled rows of the shared batch (only *whether* an image
+  comes from a labelled split is used, never its label), so a batch of 256 drawn from
+  105,000 STL-10 images carries about 12 labelled images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepclust.data.views import CropSpec, ViewSpec
+from deepclust.encoders.base import Encoder
+from deepclust.errors import ConfigError, DataError
+from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
+from deepclust.methods.base import METHODS, Method, StepInfo
+
+if TYPE_CHECKING:
+    from deepclust.engine.context import FitContext
+
+
+@dataclass
+class IMCSwAVParams:
+    # views (CIFAR sizes; STL-10 76/52, Tiny-ImageNet 56/36)
+    high_res_size: int = 28
+    low_res_size: int = 18
+    high_res_count: int = 2
+    low_res_count: int = 4
+    high_res_scale: tuple[float, float] = (0.2, 1.0)
+    low_res_scale: tuple[float, float] = (0.08, 0.4)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.25
+    # heads
+    projection_hidden: int = 512  # 0: a single linear layer
+    projection_bn_relu: bool = False  # False = the authors' code (linear overall)
+    projection_dim: int = 128
+    num_prototypes: int = 1000
+    classifier_hidden: int = 1024
+    # objective
+    temperature: float = 0.1
+    sinkhorn_eps: float = 0.05
+    sinkhorn_iters: int = 3
+    mi_beta: float = 4.0
+    logit_bound: float = 5.0
+    logit_weight: float = 0.01
+    freeze_prototypes_iters: int = 500
+    classifier_on_labelled_only: bool = False  # STL-10: classifier losses on labelled images only
+
+
+def projection_head(in_dim: int, hidden: int, out_dim: int, bn_relu: bool) -> nn.Module:
+    """in_dim -> [hidden (-> BN, ReLU)] -> out_dim."""
+    if hidden <= 0:
+        return nn.Linear(in_dim, out_dim)
+    middle: list[nn.Module] = [nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)] if bn_relu else []
+    return nn.Sequential(nn.Linear(in_dim, hidden), *middle, nn.Linear(hidden, out_dim))
+
+
+def classifier_head(in_dim: int, hidden: int, num_clusters: int) -> nn.Module:
+    """in_dim -> hidden (BN, ReLU) -> hidden (BN, ReLU) -> num_clusters."""
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_clusters),
+    )
+
+
+@METHODS.register("imc-swav")
+class IMCSwAV(Method):
+    """IMC-SwAV (Ntelemis et al. 2021): SwAV multi-crop + MI-maximising classifier head"""
+
+    name = "imc-swav"
+    Params = IMCSwAVParams
+
+    def __init__(
+        self, params: IMCSwAVParams, encoder: Encoder, num_clusters: int, num_samples: int
+    ) -> None:
+        super().__init__(params, encoder, num_clusters, num_samples)
+        check_params(params)
+        dim = encoder.feature_dim
+        self.projection = projection_head(
+            dim, params.projection_hidden, params.projection_dim, params.projection_bn_relu
+        )
+        self.prototypes = nn.Linear(params.projection_dim, params.num_prototypes, bias=False)
+        self.normalize_prototypes()
+        self.classifier = classifier_head(dim, params.classifier_hidden, num_clusters)
+        # Which fit-set samples the classifier learns from (set in on_train_start).
+        self.register_buffer(
+            "classifier_samples", torch.ones(num_samples, dtype=torch.bool), persistent=False
+        )
+
+    # --- views and hooks ------------------------------------------------------------
+    def view_spec(self) -> ViewSpec:
+        p = self.params
+
+        def crops(count: int, size: int, scale: tuple[float, float]) -> CropSpec:
+            return CropSpec(
+                count=count,
+                size=size,
+                scale=scale,
+                flip_p=0.5,
+                jitter=(0.4, 0.4, 0.4, 0.1),
+                jitter_p=p.jitter_p,
+                grayscale_p=p.grayscale_p,
+                blur_p=0.0,
+            )
+
+        groups = [crops(p.high_res_count, p.high_res_size, p.high_res_scale)]
+        if p.low_res_count:
+            groups.append(crops(p.low_res_count, p.low_res_size, p.low_res_scale))
+        return ViewSpec(tuple(groups), mean=self.encoder.mean, std=self.encoder.std)
+
+    def on_train_start(self, ctx: FitContext) -> None:
+        if not self.params.classifier_on_labelled_only:
+            return
+        # Whether an image comes from a labelled split; its label is never read.
+        labelled = ctx.fit_set.labels >= 0
+        if not bool(labelled.any()):
+            raise DataError(
+                "params.classifier_on_labelled_only is set, but no training image comes from a "
+                "labelled split. Set it to false."
+            )
+        self.classifier_samples.copy_(labelled.to(self.classifier_samples.device))
+
+    @torch.no_grad()
+    def normalize_prototypes(self) -> None:
+        w = self.prototypes.weight
+        w.copy_(F.normalize(w, dim=1))
+
+    def before_optimizer_step(self, info: StepInfo) -> None:
+        if info.step < self.params.freeze_prototypes_iters:
+            # None, not zero: with a zero gradient Adam's weight decay would still move them.
+            self.prototypes.weight.grad = None
+
+    def after_optimizer_step(self, info: StepInfo) -> None:
+        self.normalize_prototypes()
+
+    # --- training -------------------------------------------------------------------
+    def encode_views(self, views: list[torch.Tensor]) -> torch.Tensor:
+        """V views [B,3,s_v,s_v] -> features [V, B, D]; views of one size share a forward pass."""
+        feats: list[torch.Tensor] = []
+        start = 0
+        while start < len(views):
+            end = start + 1
+            while end < len(views) and views[end].shape == views[start].shape:
+                end += 1
+            feats.extend(self.encoder(torch.cat(views[start:end])).chunk(end - start))
+            start = end
+        return torch.stack(feats)
+
+    def prototype_scores(self, feats: torch.Tensor) -> torch.Tensor:
+        """features [..., D] -> cosine scores against the prototypes [..., P] (float32)."""
+        z = F.normalize(self.projection(feats.flatten(0, -2)).float(), dim=-1)
+        with torch.autocast(z.device.type, enabled=False):  # Sinkhorn divides these by 0.05
+            scores = self.prototypes(z)
+        return scores.unflatten(0, feats.shape[:-1])
+
+    def classifier_rows(self, info: StepInfo) -> torch.Tensor | None:
+        """Rows of this batch the classifier learns from -> bool [B], or None for all of them."""
+        if not self.params.classifier_on_labelled_only or info.indices is None:
+            return None
+        return self.classifier_samples[info.indices.to(self.classifier_samples.device)]
+
+    def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
+        p = self.params
+        h = self.encode_views(views)  # [V, B, D]
+        u = self.prototype_scores(h)  # [V, B, P]
+
+        high_res = range(p.high_res_count)  # targets: Sinkhorn codes of the high-res views
+        codes = torch.stack([sinkhorn(u[i], p.sinkhorn_eps, p.sinkhorn_iters) for i in high_res])
+        loss_swav = swapped_prediction(u, codes, p.temperature)
+
+        # The classifier sees detached features: the MI loss trains the head only.
+        # Always run it (even on zero rows) so every process joins the MI all-reduce.
+        h_cls, u_cls = h.detach(), u.detach()
+        rows = self.classifier_rows(info)
+        if rows is not None:
+            h_cls, u_cls = h_cls[:, rows.to(h.device)], u_cls[:, rows.to(h.device)]
+        y = self.classifier(h_cls.flatten(0, 1)).float().unflatten(0, h_cls.shape[:2])  # [V,b,K]
+        p_y = torch.softmax(y, dim=-1)
+        p_u = torch.softmax(u_cls / p.temperature, dim=-1)
+        # p_y of view a against p_u of view b, for all V x V pairs (same view included)
+        loss_mi = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
+        loss_logit = p.logit_weight * logit_penalty(y, p.logit_bound)
+        return {"swav": loss_swav, "mi": loss_mi, "logit": loss_logit}
+
+    # --- inference ------------------------------------------------------------------
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.classifier(self.encoder(images)).float(), dim=1)
+
+
+def check_params(p: IMCSwAVParams) -> None:
+    """Raise ConfigError for settings the method cannot run with."""
+    problems = []
+    if p.high_res_count < 1:
+        problems.append(
+            "params.high_res_count must be at least 1 (the swapped targets come from them)"
+        )
+    if p.high_res_count + p.low_res_count < 2:
+        problems.append("IMC-SwAV needs at least 2 views (high_res_count + low_res_count)")
+    if min(p.high_res_size, p.low_res_size) < 1:
+        problems.append("params.high_res_size and low_res_size must be positive")
+    if p.low_res_count < 0:
+        problems.append("params.low_res_count must not be negative")
+    if p.num_prototypes < 1 or p.projection_dim < 1 or p.classifier_hidden < 1:
+        problems.append(
+            "params.num_prototypes, projection_dim and classifier_hidden must be positive"
+        )
+    if p.temperature <= 0 or p.sinkhorn_eps <= 0:
+        problems.append("params.temperature and sinkhorn_eps must be positive")
+    if problems:
+        raise ConfigError("; ".join(problems) + ".")
