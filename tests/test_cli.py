@@ -251,3 +251,115 @@ def test_demo(capsys, tmp_path):
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--no-progress")
     assert code == 0 and "ACC" in out and "k-means on pixels" in out
     assert (tmp_path / "demo" / "kmeans" / "summary.json").exists()
+
+
+# --------------------------------------------------------------------------- evaluation (issue 10)
+
+
+@pytest.fixture
+def one_thread():
+    """Small tensors: one intra-op thread avoids thread hand-offs on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def split_run(tmp_path_factory):
+    """k-means on pixels of a small train/ + test/ image folder (protocol train->test)."""
+    from conftest import make_separable_images
+
+    root = tmp_path_factory.mktemp("splits")
+    make_separable_images(root / "train", per_class=30, seed=0)
+    make_separable_images(root / "test", per_class=10, seed=1)
+    out = root / "run"
+    argv = ["train", "--method", "kmeans", "--dataset", "imagefolder", "--data-dir", str(root)]
+    assert main([*argv, "--encoder", "pixels", "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def test_evaluate_both_protocols(split_run, digits_run, capsys, one_thread):
+    code, out, _ = run(capsys, "evaluate", str(split_run), "--protocol", "both")
+    assert code == 0
+    assert "[train->test, split test, held out]" in out
+    assert "[train->train (in-sample), split train]" in out
+    code, out, _ = run(capsys, "evaluate", str(split_run), "--split", "both", "--json")
+    evals = json.loads(out)["evaluations"]
+    assert [(e["protocol"], e["split"], e["n"]) for e in evals] == [
+        ("train->test", "test", 40),
+        ("train->train (in-sample)", "train", 120),
+    ]
+    assert evals[0]["held_out"] and not evals[1]["held_out"]
+    code, out, _ = run(capsys, "evaluate", str(digits_run), "--protocol", "both")
+    assert code == 0 and "[train+test, split all]" in out and "single split" in out
+
+
+def test_shift_json(split_run, capsys, one_thread):
+    code, out, _ = run(
+        capsys,
+        *("shift", str(split_run), "--corruptions", "contrast", "jpeg"),
+        *("--severities", "1,5", "--json"),
+    )
+    result = json.loads(out)
+    assert code == 0 and result == json.loads((split_run / "shift.json").read_text())
+    assert result["clean"]["protocol"] == "train->test" and result["n"] == 40
+    assert [s["split"] for s in result["splits"]] == ["train", "test"]
+    assert set(result["corruptions"]) == {"contrast", "jpeg"}
+    cell = result["corruptions"]["contrast"]["5"]
+    assert {"acc", "nmi", "ari"} <= cell.keys() and 0 <= cell["acc"] <= 1
+    code, out, _ = run(
+        capsys, "shift", str(split_run), "--corruptions", "jpeg", "--severities", "2"
+    )
+    assert code == 0 and "sev 2" in out and "jpeg" in out
+    code, _, err = run(capsys, "shift", str(split_run), "--corruptions", "fog")
+    assert code == 2 and "unknown corruption 'fog'" in err
+
+
+def test_report(split_run, capsys, tmp_path, one_thread):
+    target = tmp_path / "r.html"
+    code, out, _ = run(capsys, "report", str(split_run), "--out", str(target), "--protocol", "both")
+    page = target.read_text()
+    assert code == 0 and str(target) in out
+    assert "train-&gt;test" in page or "train→test" in page
+    assert "train-&gt;train (in-sample)" in page  # --protocol both adds the train split
+    assert 'id="shift"' in page and "http://" not in page
+
+
+def test_train_seeds_then_select(capsys, tmp_path, one_thread):
+    out_dir = tmp_path / "seeds"
+    code, out, _ = run(
+        capsys,
+        *("train", "--method", "kmeans", "--dataset", "digits", "--seeds", "2"),
+        *("--seed", "3", "--set", "params.n_init=2", "--out", str(out_dir), "--no-progress"),
+    )
+    assert code == 0 and "2 seeds" in out and "label-free pick" in out
+    summary = json.loads((out_dir / "seeds.json").read_text())
+    assert summary["seeds"] == [3, 4]
+    assert (out_dir / "seed-3" / "summary.json").exists() and (out_dir / "seed-4").is_dir()
+    accs = [r["acc"] for r in summary["runs"]]
+    assert summary["mean"]["acc"] == pytest.approx(sum(accs) / 2)
+    assert summary["std"]["acc"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    assert summary["best"]["acc"] == pytest.approx(max(accs))
+    assert summary["label_free_pick"]["seed"] in (3, 4)
+    code, out, _ = run(capsys, "select", str(out_dir), "--criterion", "silhouette")
+    assert code == 0 and "pick:" in out and "with labels, for checking only" in out
+    result = json.loads((out_dir / "selection.json").read_text())
+    assert result["criterion"] == "silhouette" and len(result["runs"]) == 2
+
+
+def test_predict_features(digits_run, capsys, tmp_path, one_thread):
+    write_pngs(tmp_path / "imgs", 4)
+    target = tmp_path / "p.csv"
+    code, out, _ = run(
+        capsys,
+        "predict",
+        str(digits_run),
+        str(tmp_path / "imgs"),
+        "--out",
+        str(target),
+        "--features",
+    )
+    feats = np.load(tmp_path / "p.features.npy")
+    assert code == 0 and "p.features.npy" in out
+    assert feats.shape == (4, 3 * 8 * 8) and feats.dtype == np.float32

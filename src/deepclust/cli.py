@@ -11,6 +11,10 @@ from typing import Any
 from deepclust import api
 from deepclust.config import parse_overrides
 from deepclust.errors import DeepclustError
+from deepclust.evaluation.selection import CRITERIA as _CRITERIA
+from deepclust.evaluation.shift import CORRUPTIONS
+
+CRITERIA = list(_CRITERIA)
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,6 +49,17 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        help="train N runs (seeds --seed .. --seed+N-1) into RUN_DIR/seed-<s>/ and write "
+        "RUN_DIR/seeds.json (mean, std, best and the label-free pick)",
+    )
+    p.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        help="label-free criterion for the --seeds pick (default: consensus for 3+ seeds, else views)",
+    )
 
 
 FLAG_KEYS = {
@@ -77,12 +92,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         if not args.out:
             raise DeepclustError("--resume needs --out RUN_DIR: the run folder to continue.")
-        cfg = api.resume_config(args.out, args.method, args.dataset, overrides)
+        seeded = api.seed_dirs(args.out) if args.seeds else []
+        source = seeded[0] if seeded else args.out
+        cfg = api.resume_config(source, args.method, args.dataset, overrides)
     else:
         cfg = api.make_config(args.method, args.dataset, args.config, overrides)
+    if args.seeds is not None:  # on resume, the first seed's config carries the first seed
+        return _train_seeds(cfg, args)
     result = api.train(cfg, out=args.out, resume=args.resume)
     _print_summary(result.summary)
     print(f"run folder: {result.run_dir}")
+    return 0
+
+
+def _train_seeds(cfg: Any, args: argparse.Namespace) -> int:
+    from deepclust.evaluation.seeds import format_line
+
+    res = api.train_seeds(
+        cfg, args.seeds, out=args.out, resume=args.resume, criterion=args.criterion
+    )
+    for r in res.runs:
+        _print_summary(r.summary)
+    s = res.summary
+    print(
+        f"\n{s['method']} on {s['dataset']} [{s['protocol']}], {len(res.runs)} seeds: {format_line(s)}"
+    )
+    pick = s.get("label_free_pick")
+    if pick:
+        gap = f", {pick['gap_acc']:.4f} below the best by labels" if "gap_acc" in pick else ""
+        acc = f" (ACC {pick['acc']:.4f}{gap})" if pick.get("acc") is not None else ""
+        print(f"label-free pick ({pick['criterion']}): seed {pick['seed']}{acc}")
+    print(f"run folder: {res.run_dir} (seeds.json, selection.json, seed-<s>/)")
     return 0
 
 
@@ -99,15 +139,32 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"{summary['method']} on {where}: no labels to score; predictions written.")
 
 
+def _score_line(r: dict[str, Any]) -> str:
+    tag = ", held out" if r.get("held_out") else ""
+    return (
+        f"[{r['protocol']}, split {r['split']}{tag}]: ACC {r['acc']:.4f}  "
+        f"NMI {r['nmi']:.4f}  ARI {r['ari']:.4f}  n={r['n']}"
+    )
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.split == "both" or args.protocol == "both":
+        results = api.evaluate_protocols(args.run_dir, device=args.device)
+        if args.json:
+            print(json.dumps({"run_dir": str(args.run_dir), "evaluations": results}))
+            return 0
+        first = results[0]
+        print(f"{first['method']} on {first['dataset']} (encoder {first['encoder']}):")
+        for r in results:
+            print("  " + _score_line(r))
+        if len(results) == 1:
+            print("  (the dataset has a single split: no second protocol to report)")
+        return 0
     result = api.evaluate(args.run_dir, split=args.split, device=args.device)
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"{result['method']} on {result['dataset']} [{result['split']}, {result['protocol']}]: "
-            f"ACC {result['acc']:.4f}  NMI {result['nmi']:.4f}  ARI {result['ari']:.4f}  n={result['n']}"
-        )
+        print(f"{result['method']} on {result['dataset']} {_score_line(result)}")
     return 0
 
 
@@ -118,8 +175,113 @@ def cmd_predict(args: argparse.Namespace) -> int:
         out=args.out,
         device=args.device,
         bad_images="fail" if args.fail_on_bad_images else "skip",
+        features=args.features,
     )
     print(f"{len(rows)} images clustered -> {args.out}")
+    if args.features:
+        print(f"features (float32 [N, D], row i = CSV row i) -> {api.features_path(args.out)}")
+    return 0
+
+
+def cmd_select(args: argparse.Namespace) -> int:
+    out = args.out
+    if out is None:
+        dirs = api.expand_run_dirs(args.run_dirs)
+        parents = {d.parent for d in dirs}
+        out = (parents.pop() if len(parents) == 1 else Path(".")) / "selection.json"
+    result = api.select(
+        args.run_dirs,
+        criterion=args.criterion,
+        max_images=args.max_images,
+        device=args.device,
+        out=out,
+        with_labels=not args.no_labels,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    crit = result["criterion"]
+    print(
+        f"label-free selection by '{crit}' ({'higher' if result['higher_is_better'] else 'lower'} "
+        f"is better) on {result['images']['n']:,} images of {result['images']['split']}; no labels used"
+    )
+    cols = ["views", "consensus", "silhouette", "calinski_harabasz", "loss", "balance"]
+    print(f"{'rank':>4s}  {'run':40s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "   ACC*")
+    for r in result["runs"]:
+        vals = " ".join(
+            f"{r[c]:10.4f}" if isinstance(r.get(c), float) else f"{'-':>10s}" for c in cols
+        )
+        acc = r.get("labels", {}).get("acc")
+        flag = " degenerate" if r.get("degenerate") else ""
+        print(
+            f"{r['rank']:4d}  {r['run_dir'][-40:]:40s} {vals}   "
+            + (f"{acc:.4f}" if acc is not None else "-")
+            + flag
+        )
+    print(f"pick: {result['pick_run_dir']}")
+    cmp = result.get("label_free_vs_labels")
+    if cmp:
+        best = cmp["best_by_labels"]
+        print(f"* with labels, for checking only: best run {best['name']} (ACC {best['acc']:.4f})")
+        for name, c in cmp["criteria"].items():
+            print(
+                f"  {name:18s} picks ACC {c['pick_acc']:.4f}  gap {c['gap_acc']:.4f}  "
+                f"rank by labels {c['pick_rank_by_labels']}/{len(result['runs'])}"
+            )
+    print(f"written to {result['written_to']}")
+    return 0
+
+
+def cmd_shift(args: argparse.Namespace) -> int:
+    from deepclust.evaluation.shift import parse_severities
+
+    try:
+        severities = parse_severities(args.severities)
+    except ValueError as e:
+        raise DeepclustError(str(e)) from None
+    result = api.shift(
+        args.run_dir,
+        corruptions=args.corruptions,
+        severities=severities,
+        seed=args.seed,
+        device=args.device,
+        max_images=args.max_images,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    clean = result["clean"]
+    print(
+        f"{result['method']} on {result['dataset']} (encoder {result['encoder']}), "
+        f"{result['n']:,} images of {result['eval_split']}; ACC under the CIFAR-10-C corruptions"
+    )
+    for r in result["splits"]:
+        print(f"  {_score_line(r)}")
+    levels = [str(v) for v in result["severities"]]
+    print(f"  {'corruption':16s}" + "".join(f"{'sev ' + v:>9s}" for v in levels) + f"{'mean':>9s}")
+    print(f"  {'clean':16s}" + f"{clean['acc']:9.4f}" * len(levels) + f"{clean['acc']:9.4f}")
+    for name, per in result["corruptions"].items():
+        cells = "".join(f"{per[v]['acc']:9.4f}" for v in levels)
+        print(f"  {name:16s}{cells}{result['mean_acc'][name]:9.4f}")
+    print(
+        f"  mean corrupted ACC {result['mean_corrupted_acc']:.4f} "
+        f"({result['relative_acc']:.1%} of clean); NMI/ARI per cell in shift.json"
+    )
+    print(f"written to {Path(args.run_dir) / 'shift.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    path = api.report(
+        args.run_dir,
+        out=args.out,
+        device=args.device,
+        embedding=args.embedding,
+        per_cluster=args.per_cluster,
+        max_points=args.max_points,
+        protocols=args.protocol,
+    )
+    print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
     return 0
 
 
@@ -155,7 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     _train_parser(sub)
     p = sub.add_parser("evaluate", help="score a run folder against labels")
     p.add_argument("run_dir")
-    p.add_argument("--split", choices=["test", "train", "all"], help="default: the run's protocol")
+    p.add_argument(
+        "--split",
+        choices=["test", "train", "all", "both"],
+        help="default: the run's protocol; both = --protocol both",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["run", "both"],
+        default="run",
+        help="both: the run's evaluation and the other side of the fit (train->test runs: "
+        "test and train; train+test runs: train+test and its test part), each labelled",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_evaluate)
@@ -165,7 +338,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="predictions.csv")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--fail-on-bad-images", action="store_true", help="stop at an unreadable image")
+    p.add_argument(
+        "--features",
+        action="store_true",
+        help="also write encoder features, float32 [N, D], to <out stem>.features.npy",
+    )
     p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("select", help="rank runs (seeds, variants) without labels")
+    p.add_argument("run_dirs", nargs="+", help="run folders, or a --seeds folder")
+    p.add_argument(
+        "--criterion", choices=CRITERIA, help="default: consensus for 3+ runs, else views"
+    )
+    p.add_argument("--max-images", type=int, default=2000, help="evaluation images used")
+    p.add_argument("--out", help="JSON file (default: selection.json next to the runs)")
+    p.add_argument(
+        "--no-labels", action="store_true", help="skip the comparison with the best-by-labels"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_select)
+    p = sub.add_parser("shift", help="score a run on corrupted copies of its evaluation split")
+    p.add_argument("run_dir")
+    p.add_argument(
+        "--corruptions",
+        nargs="+",
+        metavar="NAME",
+        help=f"default all: {', '.join(CORRUPTIONS)}",
+    )
+    p.add_argument("--severities", default="1,2,3,4,5", help="e.g. 1,3,5 or 1-5")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
+    p.add_argument("--max-images", type=int, help="evaluate on a fixed random subset")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_shift)
+    p = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    p.add_argument("--embedding", choices=["pca", "tsne"], default="pca")
+    p.add_argument("--per-cluster", type=int, default=12, help="sample images per cluster")
+    p.add_argument("--max-points", type=int, default=2000, help="points in the embedding plot")
+    p.add_argument(
+        "--protocol",
+        choices=["run", "both"],
+        default="run",
+        help="both: also score the other split",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", help="list methods, datasets or encoders")
     p.add_argument("what", choices=["methods", "datasets", "encoders"])
     p.set_defaults(func=cmd_list)
