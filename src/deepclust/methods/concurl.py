@@ -246,7 +246,7 @@ class ConCURL(Method):
 
         A head not asked for is not run (and its output is None).
         """
-        h = self.encoder(images)
+        h = self.features(images)
         f = F.normalize(self.instance_head(h).float(), dim=1) if instance else None
         return f, self.projection_head(h).float() if embedding else None
 

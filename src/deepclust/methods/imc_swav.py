@@ -178,7 +178,7 @@ class IMCSwAV(Method):
             end = start + 1
             while end < len(views) and views[end].shape == views[start].shape:
                 end += 1
-            feats.extend(self.encoder(torch.cat(views[start:end])).chunk(end - start))
+            feats.extend(self.features(torch.cat(views[start:end])).chunk(end - start))
             start = end
         return torch.stack(feats)
 
@@ -220,7 +220,7 @@ class IMCSwAV(Method):
 
     # --- inference ------------------------------------------------------------------
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.classifier(self.encoder(images)).float(), dim=1)
+        return torch.softmax(self.classifier(self.features(images)).float(), dim=1)
 
 
 def check_params(p: IMCSwAVParams) -> None:
