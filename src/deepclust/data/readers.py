@@ -377,14 +377,16 @@ def warn_skipped(skipped: list[tuple[str, str]], where: str) -> None:
 # --------------------------------------------------------------------------- decode cache
 
 
-def cache_dir() -> Path | None:
-    """Where decoded image-file splits are cached; None when DEEPCLUST_NO_CACHE is set."""
+def cache_root(subfolder: str) -> Path | None:
+    """$DEEPCLUST_CACHE/<subfolder> (default ~/.cache/deepclust/<subfolder>); None if DEEPCLUST_NO_CACHE."""
     if os.environ.get("DEEPCLUST_NO_CACHE", "").strip() not in ("", "0"):
         return None
-    base = os.environ.get("DEEPCLUST_CACHE")
-    if base:
-        return Path(base).expanduser() / "stores"
-    return Path("~/.cache/deepclust/stores").expanduser()
+    return Path(os.environ.get("DEEPCLUST_CACHE", "~/.cache/deepclust")).expanduser() / subfolder
+
+
+def cache_dir() -> Path | None:
+    """Where decoded image-file splits are cached; None when DEEPCLUST_NO_CACHE is set."""
+    return cache_root("stores")
 
 
 def cache_key(root: Path, rel_paths: Sequence[str], size: int | None) -> str:

@@ -19,18 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from deepclust.data.readers import cache_root
 from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator, eval_images
 from deepclust.encoders.base import Encoder
 
 CHUNK = 2048
-
-
-def feature_cache_dir() -> Path | None:
-    """$DEEPCLUST_CACHE/features (default ~/.cache/deepclust/features); None if DEEPCLUST_NO_CACHE."""
-    if os.environ.get("DEEPCLUST_NO_CACHE", "").strip() not in ("", "0"):
-        return None
-    return Path(os.environ.get("DEEPCLUST_CACHE", "~/.cache/deepclust")).expanduser() / "features"
 
 
 def images_fingerprint(images: torch.Tensor) -> str:
@@ -79,7 +73,7 @@ def extract_features(
     """Features [N, D] (float32, CPU) of `images` under view `kind`, from the cache when present."""
     device = torch.device(device)
     n = len(images)
-    folder = feature_cache_dir()
+    folder = cache_root("features")
     target = partial = None
     if folder is not None:
         t = encoder.eval_transform()

@@ -24,7 +24,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from deepclust.config import RunConfig, from_dict, params_from_dict, to_plain
+from deepclust.config import RunConfig, params_from_dict
 from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
@@ -586,10 +586,3 @@ def write_predictions(path: Path, data: ImageSet, probs: torch.Tensor) -> None:
                     f"{float(conf[i]):.4f}",
                 ]
             )
-
-
-def load_config_dict(data: dict[str, Any]) -> RunConfig:
-    return from_dict(RunConfig, data)
-
-
-__all__ = ["RunResult", "Trainer", "build_method", "load_config_dict", "resolve_device", "to_plain"]
