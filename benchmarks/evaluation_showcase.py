@@ -18,27 +18,21 @@ import time
 from pathlib import Path
 
 from deepclust import api
+from deepclust.evaluation.report import HEADLESS_CHROMIUM_FLAGS, find_chromium
 
 RESULTS = Path(__file__).parent / "results"
 
 
 def screenshot(html: Path, png: Path, height: int) -> bool:
     """Render `html` headless with chromium into `png` (1200 px wide); False without chromium."""
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    binary = find_chromium()
     if binary is None:
         return False
     png.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(
         [
             binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *HEADLESS_CHROMIUM_FLAGS,
             f"--user-data-dir={png.parent / '.chromium-profile'}",
             f"--screenshot={png.resolve()}",
             f"--window-size=1200,{height}",

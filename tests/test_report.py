@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -14,20 +13,8 @@ import toy_method  # registers the test-only method "toy"
 from deepclust import api
 from deepclust.evaluation import report as rep
 
-CHROMIUM = next(
-    (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
-    None,
-)
-CHROME_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+CHROMIUM = rep.find_chromium()
+CHROME_FLAGS = list(rep.HEADLESS_CHROMIUM_FLAGS)
 # Sets a marker on <html> once every <img> has loaded with a real size.
 PROBE = """<script>
 window.addEventListener('load', function () {

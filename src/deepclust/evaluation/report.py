@@ -65,6 +65,28 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- viewing
+
+HEADLESS_CHROMIUM_FLAGS: tuple[str, ...] = (
+    "--headless",
+    "--no-sandbox",  # running as root in containers
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",  # the page is self-contained: nothing to fetch
+    "--disable-component-update",
+    "--disable-sync",
+)
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome binary on PATH, or None (for screenshots and page checks)."""
+    import shutil
+
+    names = ("chromium", "chromium-browser", "google-chrome")
+    return next((path for path in map(shutil.which, names) if path), None)
+
+
 # --------------------------------------------------------------------------- helpers
 
 
