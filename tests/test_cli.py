@@ -247,10 +247,16 @@ def test_resume_errors(capsys, digits_run, tmp_path):
     assert code == 2 and "does not exist" in err
 
 
-def test_demo(capsys, tmp_path):
+def test_demo(capsys, tmp_path, monkeypatch):
+    from deepclust import demo
+
+    # The real demo trains IMC-SwAV for 30 epochs (~1.5 min); 2 epochs check the wiring.
+    short = [(label, m, {**o, "train.epochs": 2}) for label, m, o in demo.DEMO_RUNS]
+    monkeypatch.setattr(demo, "DEMO_RUNS", short)
     code, out, _ = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--no-progress")
-    assert code == 0 and "ACC" in out and "k-means on pixels" in out
-    assert (tmp_path / "demo" / "kmeans" / "summary.json").exists()
+    assert code == 0 and "ACC" in out and "k-means on pixels" in out and "IMC-SwAV" in out
+    for method in ("kmeans", "imc-swav"):
+        assert (tmp_path / "demo" / method / "summary.json").exists()
 
 
 # --------------------------------------------------------------------------- evaluation (issue 10)
