@@ -2,8 +2,8 @@
 
 PyTorch's SyncBatchNorm runs only on CUDA; on CPU (gloo) each process would normalise
 with its own half-batch statistics and drift from a one-process run. GlobalBatchNorm
-computes the batch mean and variance from sums all-reduced with gradient (so the
-backward pass is that of one BatchNorm over the global batch), on any backend.
+computes the batch mean, then the variance about it, from sums all-reduced with gradient
+(so the backward pass is that of one BatchNorm over the global batch), on any backend.
 """
 
 from __future__ import annotations
@@ -26,14 +26,17 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        count = torch.tensor([x.numel() / x.shape[1]], device=x.device, dtype=torch.float32)
-        sums = all_reduce_sum_grad(
-            torch.cat([x.float().sum(dims), x.float().pow(2).sum(dims), count])
-        )
         channels = x.shape[1]
+        xf = x.float()
+        count = torch.tensor([x.numel() / channels], device=x.device, dtype=torch.float32)
+        # Two passes, not E[x^2] - E[x]^2: features with a large mean against their spread
+        # (pooled ReLU outputs) lose most float32 digits in that difference, which made two
+        # processes drift from one BatchNorm by ~1e-3 in gradients (issue #9).
+        sums = all_reduce_sum_grad(torch.cat([xf.sum(dims), count]))
         n = sums[-1].detach()
         mean = sums[:channels] / n
-        var = (sums[channels : 2 * channels] / n - mean.pow(2)).clamp_min(0)
+        centred = xf - mean.view(shape)
+        var = all_reduce_sum_grad(centred.pow(2).sum(dims)) / n
         if (
             self.track_running_stats
             and self.running_mean is not None
@@ -48,7 +51,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
                 self.running_var.lerp_((var.detach() * n / (n - 1)).to(self.running_var.dtype), m)
                 self.num_batches_tracked += 1  # type: ignore[operator]
-        y = (x.float() - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)

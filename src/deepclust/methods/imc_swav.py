@@ -42,6 +42,7 @@ from torch import nn
 
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
+from deepclust.engine.distributed import all_reduce_sum, is_distributed, world_size
 from deepclust.errors import ConfigError, DataError
 from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
 from deepclust.methods.base import METHODS, Method, StepInfo
@@ -216,6 +217,12 @@ class IMCSwAV(Method):
         # p_y of view a against p_u of view b, for all V x V pairs (same view included)
         loss_mi = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
         loss_logit = p.logit_weight * logit_penalty(y, p.logit_bound)
+        if rows is not None and is_distributed():
+            # Processes hold different numbers of labelled rows, so DDP's average of their
+            # means is not the global mean: weight each mean by W x its share of the rows.
+            count = torch.tensor(float(y.shape[1]), device=y.device)
+            share = count / all_reduce_sum(count.clone()).clamp_min(1.0)
+            loss_logit = loss_logit * (share * world_size())
         return {"swav": loss_swav, "mi": loss_mi, "logit": loss_logit}
 
     # --- inference ------------------------------------------------------------------
