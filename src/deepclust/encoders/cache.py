@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -25,6 +27,10 @@ from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_genera
 from deepclust.encoders.base import Encoder
 
 CHUNK = 2048
+# Names the preprocessing algorithm (eval_images: shorter side resized bilinear with
+# antialias, centre crop; the view functions below) and the key's layout. Change it when
+# either changes, so features computed the old way are never read back.
+PREPROCESSING = "v2:resize-shorter-bilinear-antialias,centre-crop"
 
 
 def images_fingerprint(images: torch.Tensor) -> str:
@@ -32,6 +38,13 @@ def images_fingerprint(images: torch.Tensor) -> str:
     h.update(str(tuple(images.shape)).encode())
     h.update(images.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def cache_key(encoder: Encoder, kind: str, images: torch.Tensor) -> str:
+    """The file name stem of `encoder`'s features of uint8 `images` [N, 3, H, W] under view `kind`."""
+    t = encoder.eval_transform()
+    desc = f"{PREPROCESSING}|{encoder.identity}|{t.mean}|{t.std}|{t.size}|{kind}|{images_fingerprint(images)}"
+    return hashlib.blake2b(desc.encode(), digest_size=16).hexdigest()
 
 
 def augmentation_spec(encoder: Encoder, image_size: int) -> ViewSpec:
@@ -76,11 +89,7 @@ def extract_features(
     folder = cache_root("features")
     target = partial = None
     if folder is not None:
-        t = encoder.eval_transform()
-        key = hashlib.blake2b(
-            f"{encoder.identity}|{t.mean}|{t.std}|{t.size}|{kind}|{images_fingerprint(images.images)}".encode(),
-            digest_size=16,
-        ).hexdigest()
+        key = cache_key(encoder, kind, images.images)
         target = folder / f"{key}.safetensors"
         partial = folder / f"{key}.partial"
         if target.exists():
@@ -89,14 +98,18 @@ def extract_features(
     make_input = view_function(encoder, kind, images.image_size[0])
     encoder = encoder.to(device).eval()
     chunks = []
+    seconds = 0.0  # extraction wall time, summed over the chunks of resumed sessions
+    load_start = _loadavg()
     starts = range(0, n, CHUNK)
     bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, leave=False, unit="img")
     for c, start in enumerate(starts):
         done = partial / f"{c:05d}.safetensors" if partial is not None else None
         if done is not None and done.exists():
             chunks.append(load_file(str(done))["features"])
+            seconds += float(_metadata(done).get("seconds", "nan"))
             bar.update(min(CHUNK, n - start))
             continue
+        t0 = time.perf_counter()
         outs = []
         for b in range(start, min(start + CHUNK, n), batch_size):
             x = make_input(
@@ -108,18 +121,54 @@ def extract_features(
                 outs.append(encoder(x).float().cpu())
             bar.update(x.shape[0])
         chunk = torch.cat(outs)
+        dt = time.perf_counter() - t0
+        seconds += dt
         if done is not None:
-            _save_atomic({"features": chunk}, done)
+            _save_atomic({"features": chunk}, done, {"seconds": f"{dt:.3f}"})
         chunks.append(chunk)
     bar.close()
     features = torch.cat(chunks) if chunks else torch.empty(0, encoder.feature_dim)
     if target is not None and partial is not None:
-        _save_atomic({"features": features}, target)
+        info = {
+            "seconds": f"{seconds:.3f}",
+            "device": str(device),
+            "threads": str(torch.get_num_threads()),
+            "batch_size": str(batch_size),
+            "loadavg_start": load_start,
+            "loadavg_end": _loadavg(),
+        }
+        _save_atomic({"features": features}, target, info)
         shutil.rmtree(partial, ignore_errors=True)
     return features
 
 
-def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+def extraction_info(
+    encoder: Encoder, images: ImageSet, kind: str = "clean"
+) -> dict[str, str] | None:
+    """How the cached features were extracted (wall seconds, device, threads, batch size,
+    /proc/loadavg at start and end), or None when they are not cached."""
+    folder = cache_root("features")
+    if folder is None:
+        return None
+    path = folder / f"{cache_key(encoder, kind, images.images)}.safetensors"
+    return _metadata(path) if path.exists() else None
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def _loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _save_atomic(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
