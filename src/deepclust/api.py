@@ -224,7 +224,7 @@ def evaluate(
         data.labels.numpy(), probs.argmax(1).numpy(), num_clusters=probs.shape[1]
     ).as_dict()
     protocol = protocol_label(cfg.data.protocol, split)
-    return {
+    result = {
         "method": cfg.method,
         "dataset": cfg.dataset,
         "split": split,
@@ -233,6 +233,10 @@ def evaluate(
         "encoder": cfg.encoder.name,
         **scores,
     }
+    names = read_cluster_names(run.run_dir, probs.shape[1])
+    if names:
+        result["cluster_names"] = [names.get(c, "") for c in range(probs.shape[1])]
+    return result
 
 
 def evaluate_protocols(
@@ -287,9 +291,14 @@ def predict(
         {"path": p, "cluster": int(c), "confidence": round(float(q), 4)}
         for p, c, q in zip(images.paths or [], cluster, conf, strict=True)
     ]
+    names = read_cluster_names(run.run_dir, probs.shape[1])
+    if names:  # e.g. SIC: the cluster's nearest nouns
+        for row in rows:
+            row["name"] = names.get(row["cluster"], "")
     if out is not None:
         with open(out, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["path", "cluster", "confidence"])
+            fields = ["path", "cluster", "confidence"] + (["name"] if names else [])
+            writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
         if features:
@@ -687,13 +696,20 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def read_cluster_names(run_dir: str | Path, num_clusters: int) -> dict[int, str]:
-    """cluster_names.json: a list of K names or {cluster id: name}; {} when absent."""
+    """cluster_names.json: a list of K names or {cluster id: name}; {} when absent.
+
+    A name may be a list of words (best first, as SIC writes them): they are joined by ', '.
+    """
     path = Path(run_dir) / "cluster_names.json"
     if not path.is_file():
         return {}
     raw = json.loads(path.read_text())
     items = enumerate(raw) if isinstance(raw, list) else ((int(k), v) for k, v in raw.items())
-    return {int(k): str(v) for k, v in items if 0 <= int(k) < num_clusters}
+    return {
+        int(k): ", ".join(map(str, v)) if isinstance(v, list) else str(v)
+        for k, v in items
+        if 0 <= int(k) < num_clusters
+    }
 
 
 def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -165,6 +165,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(f"{result['method']} on {result['dataset']} {_score_line(result)}")
+        for c, name in enumerate(result.get("cluster_names", [])):
+            print(f"  cluster {c}: {name}")
     return 0
 
 
@@ -178,6 +180,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         features=args.features,
     )
     print(f"{len(rows)} images clustered -> {args.out}")
+    named = sorted({(r["cluster"], r["name"]) for r in rows if "name" in r})
+    for c, name in named:  # clusters named by the method (e.g. SIC's nouns)
+        print(f"  cluster {c} ({sum(r['cluster'] == c for r in rows)} images): {name}")
     if args.features:
         print(f"features (float32 [N, D], row i = CSV row i) -> {api.features_path(args.out)}")
     return 0

@@ -210,7 +210,7 @@ def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
     mean = getattr(visual, "image_mean", None) or CLIP_MEAN
     std = getattr(visual, "image_std", None) or CLIP_STD
     return Encoder(
-        _OpenClipImage(model),
+        _OpenClipImage(model, model_name),
         int(visual.output_dim),
         trainable=False,
         mean=tuple(mean),
@@ -221,9 +221,10 @@ def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
 
 
 class _HFClipImage(nn.Module):
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, source: str = "") -> None:
         super().__init__()
         self.model = model
+        self.source = source  # its text tower: encoders/vision_language.py
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=images).image_embeds
@@ -247,7 +248,7 @@ def hf_clip_encoder(name_or_path: str, req: EncoderRequest) -> Encoder:
     except Exception:  # a folder without a preprocessor config: CLIP's constants
         pass
     return Encoder(
-        _HFClipImage(model),
+        _HFClipImage(model, source),
         int(model.config.projection_dim),
         trainable=False,
         mean=mean,

@@ -450,8 +450,11 @@ class Trainer:
             "wall_time_s": round(time.time() - t_start, 2),
             "metrics": scores,
         }
+        names = method.cluster_names()  # e.g. SIC's nearest nouns; read by evaluate/predict/report
         if dist.is_main:
             write_predictions(self.run_dir / "predictions.csv", eval_set, probs)
+            if names is not None:
+                (self.run_dir / "cluster_names.json").write_text(json.dumps(names, indent=1))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return RunResult(self.run_dir, summary)
 

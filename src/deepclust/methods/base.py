@@ -116,5 +116,9 @@ class Method(nn.Module):
         """images [B,3,H,W] normalised -> cluster probabilities [B,K]."""
         raise NotImplementedError
 
+    def cluster_names(self) -> list[list[str]] | None:
+        """Words describing each cluster, best first (K lists), or None; asked after training."""
+        return None
+
 
 METHODS: Registry[type[Method]] = Registry("method")
