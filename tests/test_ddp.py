@@ -100,6 +100,20 @@ CASES: dict[str, tuple[str, str, dict]] = {
             "params.head_hidden": 32,
         },
     ),
+    "sic": (  # image-only semantic space (pixels have no text tower), global balance entropy
+        "sic",
+        "digits",
+        {
+            **SGD,
+            "encoder.name": "pixels",
+            "train.optimizer.lr": 0.05,
+            "params.image_anchors": 40,
+            "params.gamma_r": 10,
+            "params.xi_a": 3,
+            "params.kmeans_n_init": 2,
+            "params.neighbours": 5,
+        },
+    ),
     "kmeans": ("kmeans", "digits", {"encoder.name": "pixels", "params.n_init": 2}),  # no training
 }
 
