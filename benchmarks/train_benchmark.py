@@ -25,7 +25,8 @@ from deepclust.config import parse_overrides
 RESULTS = Path(__file__).parent / "results"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """argv: the command-line arguments (default sys.argv[1:]; benchmarks/throughput.py passes its own)."""
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -40,7 +41,7 @@ def main() -> None:
     ap.add_argument("--name", default="cpu_cifar10", help="results file prefix")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     run_dir = Path("runs") / f"bench-{args.name}-{args.method}"
     overrides = [

@@ -29,7 +29,9 @@ class DataConfig:
     bad_images: Literal["skip", "fail"] = "skip"
     download: bool = False
     num_workers: int = 0  # DataLoader workers for the CPU view path
-    augment_on: Literal["auto", "loader", "device"] = "auto"  # auto: device on CUDA, loader on CPU
+    # device: the fit set lives on the GPU as uint8 and views are made there; auto: device on
+    # CUDA when the images take at most a quarter of the GPU's memory, loader otherwise
+    augment_on: Literal["auto", "loader", "device"] = "auto"
 
 
 @dataclass
@@ -83,6 +85,10 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
     progress: bool = True
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over the global batch
+    # Speed switches (see README "Speed"); none changes what is computed, only how fast.
+    channels_last: bool | None = None  # conv encoders in NHWC; None = on CUDA only
+    compile: bool = False  # torch.compile the encoder (first steps slower while it compiles)
+    cpu_threads: int = 0  # torch intra-op threads on the CPU; 0 = torch's default (the cores)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 

@@ -25,8 +25,10 @@ loops over samples). Differences from torchvision's (PIL) pipeline:
   Brightness/contrast/saturation and grayscale use luma 0.299 R + 0.587 G + 0.114 B
   (torchvision's tensor path uses 0.2989 for R). Contrast blends with the mean luma.
 - Per-sample choices (which samples jitter/grey/blur, the jitter order) become index
-  lists computed on the CPU from the CPU parameters, so GPU calls need no host syncs and
-  each op runs only on the samples that use it.
+  lists computed on the CPU from the CPU parameters, so each op runs only on the samples
+  that use it. On CUDA every host->device copy goes through pinned memory without
+  blocking (engine.transfer.to_device) and constants are cached per device, so a call
+  never waits for the GPU: the host can queue the next step while the current one runs.
 - Gaussian blur: kornia's gaussian_blur2d with reflect padding, kernel size odd about 10%
   of the crop size (at least 3), sigma uniform in blur_sigma per sample.
 """
@@ -34,6 +36,7 @@ loops over samples). Differences from torchvision's (PIL) pipeline:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -42,8 +45,16 @@ import torch
 import torchvision.transforms.functional as TF
 from kornia.filters import gaussian_blur2d
 
+from deepclust.engine.transfer import to_device
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A small constant tensor, made once per device (creating it on CUDA syncs the host)."""
+    return torch.tensor(values, dtype=dtype).to(device)
 
 
 @dataclass(frozen=True)
@@ -253,7 +264,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         torch.where(maxc == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0),
     )  # hue in sextants, modulo 6
     h = h + 6.0 * shift.view(-1, 1, 1)
-    offsets = torch.tensor(_HUE_OFFSETS, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    offsets = _constant(_HUE_OFFSETS, x.dtype, x.device).view(1, 3, 1, 1)
     k = torch.remainder(offsets + h.unsqueeze(-3), 6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0, 1)
     return (maxc.unsqueeze(-3) - delta.unsqueeze(-3) * ramp).clamp_(0, 1)
@@ -281,8 +292,8 @@ def _jitter_(
             idx = _rows(mask & (order[:, t] == k))
             if idx is None:
                 continue
-            dev_idx = idx.to(x.device)
-            x[dev_idx] = _JITTER_OPS[k](x[dev_idx], factors[idx, k].to(x.device))
+            dev_idx = to_device(idx, x.device)
+            x[dev_idx] = _JITTER_OPS[k](x[dev_idx], to_device(factors[idx, k], x.device))
     return x
 
 
@@ -351,8 +362,8 @@ def render_views(images: torch.Tensor, params: ViewParams, crop: CropSpec) -> to
     batch, _, height, width = images.shape
     if batch == 0 or n % batch:
         raise ValueError(f"{n} parameter rows do not split into views of a batch of {batch}")
-    boxes = params.boxes.to(device)
-    flip = params.flip.to(device)
+    boxes = to_device(params.boxes, device)
+    flip = to_device(params.flip, device)
     no_flip = torch.zeros_like(flip)
     # separable crop + resize (+ flip) as two batched matmuls: out = Wy @ image @ Wx^T
     wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size, no_flip)  # [n, S, H]
@@ -367,21 +378,21 @@ def render_views(images: torch.Tensor, params: ViewParams, crop: CropSpec) -> to
 
     idx = _rows(params.gray)
     if idx is not None:
-        idx = idx.to(device)
+        idx = to_device(idx, device)
         out[idx] = rgb_to_luma(out[idx]).expand(-1, 3, -1, -1)
 
     sel = _rows(params.blur)
     if sel is not None:
         k = blur_kernel_size(size)
-        sigma = params.sigma[sel].to(device).unsqueeze(1).expand(-1, 2).contiguous()
-        idx = sel.to(device)
+        sigma = to_device(params.sigma[sel], device).unsqueeze(1).expand(-1, 2).contiguous()
+        idx = to_device(sel, device)
         out[idx] = gaussian_blur2d(out[idx], (k, k), sigma, border_type="reflect")
     return out
 
 
 def _normalise(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    m = _constant(tuple(mean), x.dtype, x.device).view(1, 3, 1, 1)
+    s = _constant(tuple(std), x.dtype, x.device).view(1, 3, 1, 1)
     return x.sub_(m).div_(s)
 
 

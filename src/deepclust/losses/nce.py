@@ -32,6 +32,7 @@ from deepclust.engine.distributed import (
     rank,
     world_size,
 )
+from deepclust.engine.transfer import to_device
 
 
 def sample_negatives(
@@ -54,7 +55,7 @@ def sample_negatives(
     batch = positives.shape[0]
     total = batch if total is None else total
     draws = torch.randint(num_samples - 1, (total, k), generator=generator)
-    draws = draws[offset : offset + batch].to(positives.device)
+    draws = to_device(draws[offset : offset + batch], positives.device)
     return draws + (draws >= positives[:, None]).long()  # skip the positive itself
 
 

@@ -37,10 +37,11 @@ def sinkhorn(scores: torch.Tensor, eps: float = 0.05, iterations: int = 3) -> to
     `iterations` grows. Computed in float32 whatever the input dtype (bf16 autocast included).
     """
     log_q = scores.float() / eps
-    batch = torch.tensor(float(scores.shape[0]), device=scores.device)
-    global_batch = all_reduce_sum(batch).item()
     num_prototypes = scores.shape[1]
-    log_col_mass = math.log(global_batch / num_prototypes)
+    log_col_mass: float | torch.Tensor = math.log(scores.shape[0] / num_prototypes)
+    if is_distributed():  # kept on the device: reading it on the host would wait for the GPU
+        batch = torch.full((), float(scores.shape[0]), device=scores.device)
+        log_col_mass = (all_reduce_sum(batch) / num_prototypes).log()
     for _ in range(iterations):
         log_q = log_q - _global_logsumexp_over_batch(log_q) + log_col_mass
         log_q = log_q - torch.logsumexp(log_q, dim=1, keepdim=True)

@@ -74,6 +74,7 @@ from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import all_gather_cat, is_distributed, rank, world_size
+from deepclust.engine.transfer import to_device
 from deepclust.errors import ConfigError
 from deepclust.losses import (
     assign_groups,
@@ -279,7 +280,7 @@ class DigPro(Method):
         b, w = z.shape[0], world_size()
         gen = torch.Generator().manual_seed(stream_seed(self._seed, "latent", step, view))
         noise = torch.randn(b * w, z.shape[1], generator=gen)[rank() * b : (rank() + 1) * b]
-        return noise.to(device=z.device, dtype=z.dtype) * self.params.latent_std
+        return to_device(noise, z.device).to(z.dtype) * self.params.latent_std
 
     def noisy_prediction(self, z: torch.Tensor, step: int, view: int) -> torch.Tensor:
         """predictor(z + eps) [B, D], in float32 even under autocast.
