@@ -419,4 +419,4 @@ def test_packaged_configs_validate(path):
         assert cfg.train.schedule.milestones == (600, 950, 1300, 1650, 2000)
     if path.stem.startswith("imagenet"):
         assert cfg.encoder.name == "resnet50" and params.crop_size == 160
-        assert cfg.data.image_size == 160
+        assert (cfg.data.image_size, cfg.data.eval_center_crop) == (256, 160)  # as the authors

@@ -98,3 +98,21 @@ def test_packaged_config_by_name(tmp_path):
     with pytest.raises(Exception, match="neither a file nor a packaged config"):
         api.make_config("kmeans", "digits", config_file="nonexistent_name")
     assert api.make_config("kmeans", "cifar10", config_file="digits").encoder.name == "pixels"
+
+
+def test_eval_center_crop_reaches_training_and_loaded_runs(tmp_path):
+    from deepclust.errors import ConfigError
+
+    cfg = toy_config(**{"encoder.name": "small_cnn", "train.epochs": 1, "data.eval_center_crop": 6})
+    result = api.train(cfg, out=tmp_path / "run")
+    assert result.summary["metrics"]["n"] == 1797
+    run = api.load_run(tmp_path / "run")
+    assert run.eval_transform.center_crop == 6
+    assert api.evaluate(tmp_path / "run")["n"] == 1797
+    with pytest.raises(ConfigError, match=r"data\.image_size"):  # digits are stored at 8 px
+        api.train(
+            toy_config(**{"encoder.name": "small_cnn", "data.eval_center_crop": 9}),
+            out=tmp_path / "too-big",
+        )
+    with pytest.raises(ConfigError, match="frozen encoder"):
+        api.train(toy_config(**{"data.eval_center_crop": 6}), out=tmp_path / "frozen")

@@ -389,3 +389,13 @@ def test_views_of_a_sample_do_not_depend_on_the_batch_split():
     rest = gen(images[2:], batch_generator(1, 2, 3), offset=2, total=6)
     for w, a, b in zip(whole, first, rest, strict=True):
         assert torch.allclose(w, torch.cat([a, b]), atol=1e-6)
+
+
+def test_eval_images_centre_crop_keeps_the_middle_pixels() -> None:
+    images = _images(2, 20, 24)
+    full = eval_images(images, EvalTransform())
+    out = eval_images(images, EvalTransform(center_crop=10))
+    assert out.shape == (2, 3, 10, 10)
+    torch.testing.assert_close(out, full[..., 5:15, 7:17], atol=0, rtol=0)
+    with pytest.raises(ValueError, match="larger than"):
+        eval_images(images, EvalTransform(center_crop=21))

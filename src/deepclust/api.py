@@ -33,6 +33,7 @@ from deepclust.engine.trainer import (
     Trainer,
     autocast_dtype,
     build_method,
+    evaluation_transform,
     resolve_device,
 )
 from deepclust.errors import CheckpointError, ConfigError, DeepclustError
@@ -98,7 +99,7 @@ class LoadedRun:
 
     @property
     def eval_transform(self) -> EvalTransform:
-        return self.method.encoder.eval_transform()
+        return evaluation_transform(self.config, self.method)
 
     @torch.no_grad()
     def predict_proba(self, images: ImageSet, batch_size: int | None = None) -> torch.Tensor:

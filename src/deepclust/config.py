@@ -32,6 +32,9 @@ class DataConfig:
     # device: the fit set lives on the GPU as uint8 and views are made there; auto: device on
     # CUDA when the images take at most a quarter of the GPU's memory, loader otherwise
     augment_on: Literal["auto", "loader", "device"] = "auto"
+    # evaluate trained encoders on the centre crop of this side of each stored image (ConCURL
+    # on ImageNet subsets: stored at 256 px, evaluated on the centre 160 px); None = whole image
+    eval_center_crop: int | None = None
 
 
 @dataclass

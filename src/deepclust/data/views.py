@@ -93,11 +93,17 @@ class ViewSpec:
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """Evaluation preprocessing: the stored image at full size, normalised only."""
+    """Evaluation preprocessing: the stored image at full size, normalised only.
+
+    size: resize the shorter side to this and centre-crop a square (pretrained encoders).
+    center_crop: then keep only the centre center_crop x center_crop pixels (e.g. ImageNet
+    subsets stored at 256 px and evaluated on their centre 160 px, as ConCURL does).
+    """
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     size: int | None = field(default=None)
+    center_crop: int | None = None
 
 
 # --------------------------------------------------------------------------- crop boxes
@@ -462,6 +468,7 @@ def eval_images(images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
 
     With transform.size set: resize the shorter side to size (bilinear, antialiased), then
     centre-crop size x size (H' = W' = size); otherwise the full image (H' = H, W' = W).
+    With transform.center_crop set: then the centre center_crop x center_crop pixels.
     """
     _check_images(images)
     x = images.to(torch.float32).div_(255.0)
@@ -469,6 +476,11 @@ def eval_images(images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
     if size is not None and tuple(x.shape[-2:]) != (size, size):
         x = TF.resize(x, [size], interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
         x = TF.center_crop(x, [size, size])
+    crop = transform.center_crop
+    if crop is not None and tuple(x.shape[-2:]) != (crop, crop):
+        if min(x.shape[-2:]) < crop:
+            raise ValueError(f"center_crop {crop} is larger than the {tuple(x.shape[-2:])} images.")
+        x = TF.center_crop(x, [crop, crop])
     return _normalise(x.contiguous(), transform.mean, transform.std)
 
 

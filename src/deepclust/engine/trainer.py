@@ -15,7 +15,7 @@ import platform
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,29 @@ def build_method(cfg: RunConfig, num_clusters: int, image_size: int, num_samples
     e = cfg.encoder
     encoder = build_encoder(e.name, image_size, e.stem, e.weights, e.input_size)
     return method_cls(params, encoder, num_clusters, num_samples)
+
+
+def evaluation_transform(
+    cfg: RunConfig, method: Method, image_size: int | None = None
+) -> EvalTransform:
+    """How evaluation images reach the encoder: its own preprocessing, then the config's crop.
+
+    image_size: the stored side, to check the crop against (None: a run already checked).
+    """
+    crop = cfg.data.eval_center_crop
+    if crop is None:
+        return method.encoder.eval_transform()
+    if not method.encoder.trainable:
+        raise ConfigError(
+            "data.eval_center_crop applies to trained encoders; a frozen encoder evaluates on "
+            "its own preprocessing (encoder.input_size). Remove data.eval_center_crop."
+        )
+    if crop < 1 or (image_size is not None and crop > image_size):
+        raise ConfigError(
+            f"data.eval_center_crop={crop} must be between 1 and the stored image size "
+            f"{image_size}; store larger images with data.image_size."
+        )
+    return replace(method.encoder.eval_transform(), center_crop=crop)
 
 
 def check_names(cfg: RunConfig) -> None:
@@ -381,7 +404,7 @@ class Trainer:
         k = resolve_num_clusters(cfg, fit_set, eval_set)
         image_size = fit_set.image_size[0]
         method = build_method(cfg, k, image_size, len(fit_set)).to(device)
-        eval_tf = method.encoder.eval_transform()
+        eval_tf = evaluation_transform(cfg, method, image_size)
         amp = autocast_dtype(cfg, device)
         frozen = None
         if not method.encoder.trainable:  # heads train on cached features of the frozen encoder
