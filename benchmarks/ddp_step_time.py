@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+
+from deepclust.engine.machine import cpu_model, load_average
 
 RESULTS = Path(__file__).parent / "results"
 METHODS = ("imc-swav", "concurl", "digpro")
@@ -96,23 +97,6 @@ def worker(args: argparse.Namespace) -> None:
             step_s.append(float(times[:, 1].max()))
     if dist.is_main:
         Path(args.out).write_text(json.dumps({"step_s": step_s, "views_s": views_s}))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def measure(args: argparse.Namespace, method: str, encoder: str, procs: int) -> dict:

@@ -31,17 +31,11 @@ from deepclust.data.datasets import load_protocol
 from deepclust.encoders import build_encoder
 from deepclust.encoders.cache import extract_features, extraction_info
 from deepclust.engine.frozen import nearest_neighbours
+from deepclust.engine.machine import load_average
 from deepclust.methods import METHODS
 
 RESULTS = Path(__file__).parent / "results"
 BASELINES = ["kmeans", "spectral", "agglomerative"]
-
-
-def loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "unknown"
 
 
 def read_clusters(path: Path) -> list[int]:
@@ -121,7 +115,7 @@ def main() -> None:
         out = Path("runs") / f"bench-{args.name}-{method}"
         if out.exists():
             shutil.rmtree(out)
-        load_before = loadavg()
+        load_before = load_average()
         t = time.time()
         result = api.train(cfg, out=out)
         seconds = time.time() - t
@@ -137,7 +131,7 @@ def main() -> None:
                 "epochs": result.summary["epochs"],
                 "clustering_s": round(seconds, 1),
                 "loadavg_before": load_before,
-                "loadavg_after": loadavg(),
+                "loadavg_after": load_average(),
                 "label_free": label_free_scores(feats, knn, clusters),
                 "config": "frozen" if config else "default",
                 "train": {

@@ -47,6 +47,8 @@ from typing import Any
 
 import torch
 
+from deepclust.engine.machine import cpu_model
+
 RESULTS = Path(__file__).parent / "results"
 # Dense (no sparsity) bf16 tensor-core peaks in TFLOP/s, from NVIDIA's datasheets.
 PEAK_BF16_TFLOPS = {
@@ -57,16 +59,6 @@ PEAK_BF16_TFLOPS = {
     "H200": 989.4,
     "A100": 312.0,
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def device_name(device: torch.device) -> str:

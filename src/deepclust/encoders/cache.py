@@ -25,6 +25,7 @@ from deepclust.data.readers import cache_root
 from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator, eval_images
 from deepclust.encoders.base import Encoder
+from deepclust.engine.machine import load_average
 
 CHUNK = 2048
 # Names the preprocessing algorithm (eval_images: shorter side resized bilinear with
@@ -99,7 +100,7 @@ def extract_features(
     encoder = encoder.to(device).eval()
     chunks = []
     seconds = 0.0  # extraction wall time, summed over the chunks of resumed sessions
-    load_start = _loadavg()
+    load_start = load_average()
     starts = range(0, n, CHUNK)
     bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, leave=False, unit="img")
     for c, start in enumerate(starts):
@@ -124,7 +125,7 @@ def extract_features(
         dt = time.perf_counter() - t0
         seconds += dt
         if done is not None:
-            _save_atomic({"features": chunk}, done, {"seconds": f"{dt:.3f}"})
+            save_atomic({"features": chunk}, done, {"seconds": f"{dt:.3f}"})
         chunks.append(chunk)
     bar.close()
     features = torch.cat(chunks) if chunks else torch.empty(0, encoder.feature_dim)
@@ -135,9 +136,9 @@ def extract_features(
             "threads": str(torch.get_num_threads()),
             "batch_size": str(batch_size),
             "loadavg_start": load_start,
-            "loadavg_end": _loadavg(),
+            "loadavg_end": load_average(),
         }
-        _save_atomic({"features": features}, target, info)
+        save_atomic({"features": features}, target, info)
         shutil.rmtree(partial, ignore_errors=True)
     return features
 
@@ -159,16 +160,10 @@ def _metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def _loadavg() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def _save_atomic(
+def save_atomic(
     tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
 ) -> None:
+    """Write a safetensors file so that readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)

@@ -21,7 +21,6 @@ hash of the vocabulary (not cached for `random` weights, which differ at every b
 from __future__ import annotations
 
 import hashlib
-import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,7 +134,9 @@ def text_embeddings(
     progress: bool = False,
 ) -> torch.Tensor:
     """Unit embeddings [T, D] (float32, CPU) of the prompted nouns, from the cache when present."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
+
+    from deepclust.encoders.cache import save_atomic
 
     device = torch.device(device)
     folder = cache_root("text")
@@ -156,9 +157,7 @@ def text_embeddings(
     embeddings = F.normalize(torch.cat(parts), dim=1)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        save_file({"embeddings": embeddings.contiguous()}, str(tmp))
-        os.replace(tmp, target)
+        save_atomic({"embeddings": embeddings}, target)
     return embeddings
 
 
