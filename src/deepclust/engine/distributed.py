@@ -7,6 +7,8 @@ memory banks), so the same code is correct on one process and under torchrun.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +67,19 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+@contextmanager
+def rank_zero_first() -> Iterator[None]:
+    """Rank 0 runs the block first, then the other processes together (e.g. rank 0 fills a
+    cache that the others then read instead of racing to write it)."""
+    if rank() > 0:
+        barrier()
+    try:
+        yield
+    finally:
+        if rank() == 0:
+            barrier()
 
 
 class _AllReduceSum(torch.autograd.Function):

@@ -22,7 +22,7 @@ from deepclust.data.store import ImageSet
 from deepclust.data.views import batch_generator
 from deepclust.encoders.base import Encoder
 from deepclust.encoders.cache import extract_features
-from deepclust.engine.distributed import barrier, rank
+from deepclust.engine.distributed import rank_zero_first
 
 
 @torch.no_grad()
@@ -58,32 +58,19 @@ class FrozenFeatures:
         autocast_dtype: torch.dtype | None,
         progress: bool,
     ) -> FrozenFeatures:
-        # Processes that share the feature cache (one node) would race on its chunk files:
-        # rank 0 extracts and writes it first, then the others read it back.
-        if rank() > 0:
-            barrier()
-        try:
-            return FrozenFeatures._build(
-                encoder, fit_set, eval_set, cfg, device, autocast_dtype, progress
-            )
-        finally:
-            if rank() == 0:
-                barrier()
-
-    @staticmethod
-    def _build(
-        encoder: Encoder,
-        fit_set: ImageSet,
-        eval_set: ImageSet,
-        cfg: RunConfig,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-        progress: bool,
-    ) -> FrozenFeatures:
         def extract(images: ImageSet, kind: str) -> torch.Tensor:
-            return extract_features(
-                encoder, images, kind, device, cfg.train.eval_batch_size, autocast_dtype, progress
-            )
+            # Processes that share the feature cache (one node) would race on its chunk files:
+            # rank 0 extracts and writes it first, then the others read it back.
+            with rank_zero_first():
+                return extract_features(
+                    encoder,
+                    images,
+                    kind,
+                    device,
+                    cfg.train.eval_batch_size,
+                    autocast_dtype,
+                    progress,
+                )
 
         def clean(images: ImageSet) -> torch.Tensor:
             feats = extract(images, "clean")
