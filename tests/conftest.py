@@ -1,11 +1,15 @@
-"""Shared fixtures: an isolated cache, and a tiny image set whose classes are easy to separate."""
+"""Shared fixtures: an isolated cache, one torch thread, and a tiny image set whose classes
+are easy to separate."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -16,6 +20,31 @@ def _isolated_cache(tmp_path_factory):
     mp.setenv("DEEPCLUST_CACHE", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+# Tiny tensors: one intra-op thread avoids thread hand-offs, which make small ops many times
+# slower on a busy shared 2-core machine (and matches each process of the 2-process tests).
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """one_thread for a whole module, so that its module-scoped fixtures run on it too."""
+    with _torch_threads(1):
+        yield
 
 
 def make_separable_images(root: Path, per_class: int = 40, size: int = 16, seed: int = 0) -> Path:

@@ -262,15 +262,6 @@ def test_demo(capsys, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- evaluation (issue 10)
 
 
-@pytest.fixture
-def one_thread():
-    """Small tensors: one intra-op thread avoids thread hand-offs on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def split_run(tmp_path_factory):
     """k-means on pixels of a small train/ + test/ image folder (protocol train->test)."""

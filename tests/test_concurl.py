@@ -325,15 +325,6 @@ def tiny_config(data_dir: Path, **extra):
     )
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, and much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_resume_after_kill_keeps_projections_and_ends_where_an_uninterrupted_run_does(
     separable_images, tmp_path, monkeypatch, one_thread
 ):

@@ -118,13 +118,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The one-process runs on one thread, like each worker (and faster on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def _train(method: str, dataset: str, overrides: dict, out: str, images: str) -> dict:

@@ -12,14 +12,7 @@ from deepclust.data.store import ImageSet
 from deepclust.evaluation import seeds, selection
 from deepclust.evaluation.selection import Candidate, agreement, consensus, rank
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one intra-op thread avoids thread hand-offs on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest: one torch thread
 
 
 def test_agreement_identical_permuted_random():

@@ -12,14 +12,7 @@ from PIL import Image
 from deepclust.evaluation import shift
 from deepclust.evaluation.shift import CORRUPTIONS, PARAMS, SEVERITIES, corrupt, mean_abs_diff
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids thread hand-offs on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from dist_harness import run_in_processes
 from sic_dist import sic_weight_gradient
 from sic_world import TEMPLATE, make_world, register_world, write_images
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny ops are many times slower with 2 threads on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def unit(*rows):
