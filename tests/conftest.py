@@ -84,3 +84,17 @@ def make_separable_images(root: Path, per_class: int = 40, size: int = 16, seed:
 def separable_images(tmp_path_factory) -> Path:
     """Path of a 4-class image folder (160 images of 16 px); use with --protocol all."""
     return make_separable_images(tmp_path_factory.mktemp("separable"))
+
+
+def write_stl10(folder: Path, images: dict[str, np.ndarray], labels: dict[str, list[int]]) -> Path:
+    """STL-10's binary files in `folder`: uint8 images [n, 3, 96, 96] per split and labels
+    1..10 per labelled split (the format stores each channel column-major)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, x in images.items():
+        (folder / f"{split}_X.bin").write_bytes(
+            np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes()
+        )
+    for split, y in labels.items():
+        (folder / f"{split}_y.bin").write_bytes(bytes(y))
+    (folder / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    return folder

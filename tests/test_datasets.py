@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import write_stl10
 from deepclust.data import readers
 from deepclust.data.datasets import (
     DATASETS,
@@ -162,24 +163,16 @@ def test_cifar100_fine_and_coarse(tmp_path):
 # --------------------------------------------------------------------------- STL-10
 
 
-def _stl_bytes(x: np.ndarray) -> bytes:
-    return np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes()  # channels stored transposed
-
-
 @pytest.fixture(scope="module")
 def stl_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stl") / "stl10_binary"
-    root.mkdir()
     data = {
         "train": _rand_images(3, 96),
         "test": _rand_images(2, 96),
         "unlabeled": _rand_images(4, 96),
     }
-    for split, x in data.items():
-        (root / f"{split}_X.bin").write_bytes(_stl_bytes(x))
-    (root / "train_y.bin").write_bytes(bytes([1, 5, 10]))
-    (root / "test_y.bin").write_bytes(bytes([2, 3]))
-    (root / "class_names.txt").write_text("\n".join(f"c{i}" for i in range(10)) + "\n")
+    root = write_stl10(
+        tmp_path_factory.mktemp("stl") / "stl10_binary", data, {"train": [1, 5, 10], "test": [2, 3]}
+    )
     return root, data
 
 

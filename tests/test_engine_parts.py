@@ -7,7 +7,7 @@ import torch
 from deepclust.config import ScheduleConfig
 from deepclust.encoders import build_encoder
 from deepclust.engine import checkpoint as ckpt
-from deepclust.engine.sampler import epoch_batches
+from deepclust.engine.sampler import epoch_batches, stream_batches
 from deepclust.engine.schedule import lr_factor
 from deepclust.errors import CheckpointError, DeepclustError
 
@@ -39,6 +39,24 @@ def test_sharded_batches_cover_the_global_batch():
     for full, a, b in zip(one, r0, r1, strict=True):
         assert torch.equal(full, torch.cat([a, b]))
     assert not torch.equal(torch.cat(one), torch.cat(epoch_batches(50, 8, seed=3, epoch=2)))
+
+
+def test_stream_batches_deal_every_row_once_per_cycle_and_shard_like_epochs():
+    rows = torch.arange(100, 110)  # 10 rows, batches of 4: cycles end mid-batch
+    one = stream_batches(rows, 4, steps=5, seed=3, epoch=1)
+    dealt = torch.cat(one)
+    assert len(one) == 5 and dealt.shape == (20,)
+    for cycle in dealt.split(10):
+        assert sorted(cycle.tolist()) == list(range(100, 110))  # a permutation of the rows
+    halves = [stream_batches(rows, 4, 5, 3, 1, rank=r, world_size=2) for r in (0, 1)]
+    for full, a, b in zip(one, *halves, strict=True):
+        assert torch.equal(full, torch.cat([a, b]))
+    assert torch.equal(dealt, torch.cat(stream_batches(rows, 4, 5, 3, 1)))  # deterministic
+    assert not torch.equal(dealt, torch.cat(stream_batches(rows, 4, 5, 3, 2)))  # per epoch
+    # not the epoch permutation of the main batches
+    assert not torch.equal(dealt[:8] - 100, torch.cat(epoch_batches(10, 4, 3, 1)))
+    with pytest.raises(ValueError, match="at least as many rows"):
+        stream_batches(rows, 16, 1, 0, 0)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import torch
 from deepclust import api
 from deepclust.config import CONFIG_ROOT, build_config, params_from_dict
 from deepclust.encoders import build_encoder
+from deepclust.errors import DataError
 from deepclust.losses import (
     information_objective,
     joint_distribution,
@@ -193,25 +194,35 @@ def test_prototypes_frozen_during_warmup_then_updated_and_unit_norm():
     assert torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(16), atol=1e-6)
 
 
-def test_classifier_on_labelled_only_uses_only_labelled_rows():
-    m = tiny_method(num_samples=16, classifier_on_labelled_only=True)
+def test_classifier_on_labelled_only_has_its_own_batches():
+    """The stream holds the labelled rows; the MI loss reads only the auxiliary views and the
+    SwAV loss only the main ones; the auxiliary batch trains the classifier alone."""
+    m = tiny_method(num_samples=16, classifier_on_labelled_only=True, classifier_batch_size=4)
     labels = torch.tensor([-1] * 8 + [0, 1, 2, 0, 1, 2, 0, 1])
-    m.on_train_start(SimpleNamespace(fit_set=SimpleNamespace(labels=labels)))
-    views = random_views(m)
-    unlabelled = StepInfo(0, 0, 0, 1, 1, torch.arange(8))
-    losses = m.training_step(views, unlabelled)
-    assert losses["mi"].item() == 0.0 and losses["logit"].item() == 0.0
-    sum(losses.values()).backward()  # still differentiable (every process joins the MI all-reduce)
+    stream = m.auxiliary_stream(SimpleNamespace(fit_set=SimpleNamespace(labels=labels)))
+    assert torch.equal(stream.rows, torch.arange(8, 16)) and stream.batch_size == 4
+    with pytest.raises(DataError, match="no training image comes from a labelled split"):
+        m.auxiliary_stream(SimpleNamespace(fit_set=SimpleNamespace(labels=-torch.ones(4))))
+    assert tiny_method().auxiliary_stream(None) is None
 
-    mixed = StepInfo(0, 0, 0, 1, 1, torch.tensor([0, 1, 2, 3, 8, 9, 10, 11]))
-    m.eval()  # BatchNorm in eval mode, so a subset's rows are computed as in the full batch
-    got = m.training_step(views, mixed)["mi"]
+    m.eval()  # BatchNorm in eval mode: the expected values below use the same statistics
+    views, labelled = random_views(m), [v[:4] + 1.0 for v in random_views(m)]
+    info = StepInfo(0, 0, 0, 1, 1, torch.arange(8), auxiliary=labelled)
+    losses = m.training_step(views, info)
     with torch.no_grad():
-        h = m.encode_views(views)[:, 4:]
+        h = m.encode_views(labelled)
         p_y = torch.softmax(m.classifier(h.flatten(0, 1)).unflatten(0, h.shape[:2]), -1)
         p_u = torch.softmax(m.prototype_scores(h) / 0.1, -1)
         expected = mutual_information_loss(p_y[:, None], p_u[None]).mean()
-    assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(losses["mi"], expected, atol=1e-5)
+    shared = m.training_step(views, StepInfo(0, 0, 0, 1, 1, torch.arange(8)))
+    assert torch.equal(losses["swav"], shared["swav"])
+    assert losses["mi"].item() != shared["mi"].item()
+
+    (losses["mi"] + losses["logit"]).backward()
+    assert all(p.grad is None for p in m.encoder.parameters())
+    assert all(p.grad is None for p in m.projection.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.classifier.parameters())
 
 
 def test_predict_proba_is_the_classifier_softmax():

@@ -116,3 +116,41 @@ def test_eval_center_crop_reaches_training_and_loaded_runs(tmp_path):
         )
     with pytest.raises(ConfigError, match="frozen encoder"):
         api.train(toy_config(**{"data.eval_center_crop": 6}), out=tmp_path / "frozen")
+
+
+def test_auxiliary_stream_reaches_the_step_with_only_its_rows(tmp_path, monkeypatch):
+    """A method's second batch stream: a batch of its size every step, drawn from its rows
+    only, each row once before any repeats, and the same in a second run (keyed by seed)."""
+    from deepclust.methods.base import AuxiliaryStream
+
+    rows = torch.arange(0, 1797, 7)  # every 7th digit: 257 rows
+    fit: dict[str, torch.Tensor] = {}
+    seen: list[torch.Tensor] = []
+    original = toy_method.Toy.training_step
+
+    def auxiliary_stream(self, ctx):
+        fit["features"] = ctx.fit_features  # [N, D]: the frozen 'pixels' features
+        return AuxiliaryStream(rows, 32)
+
+    def training_step(self, views, info):
+        seen.append(torch.stack(info.auxiliary))  # [views, 32, D]
+        return original(self, views, info)
+
+    monkeypatch.setattr(toy_method.Toy, "auxiliary_stream", auxiliary_stream, raising=False)
+    monkeypatch.setattr(toy_method.Toy, "training_step", training_step)
+    overrides = {"train.epochs": 2, "encoder.feature_noise": 0.0}  # views = the features
+    api.train(toy_config(**overrides), out=tmp_path / "a")
+    assert len(seen) == 2 * (1797 // 256) and seen[0].shape[:2] == (2, 32)
+    features = fit["features"]
+    for batch in seen:
+        for view in batch:  # each row is the feature of one of the stream's rows
+            match = (view[:, None] == features[None]).all(-1)  # [32, N]
+            assert bool(match[:, rows].any(1).all())
+            assert not bool(match[:, 1:7].any())  # rows outside the stream never appear
+    epoch_one = torch.stack([b[0] for b in seen[: 1797 // 256]]).flatten(0, 1)  # [224, D]
+    distinct = torch.unique(epoch_one, dim=0)
+    assert len(distinct) >= 220  # 224 draws from 257 rows: one cycle, no repeats (bar duplicates)
+    first = list(seen)
+    seen.clear()
+    api.train(toy_config(**overrides), out=tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(first, seen, strict=True))

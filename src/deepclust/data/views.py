@@ -484,12 +484,15 @@ def eval_images(images: torch.Tensor, transform: EvalTransform) -> torch.Tensor:
     return _normalise(x.contiguous(), transform.mean, transform.std)
 
 
-def batch_generator(seed: int, epoch: int, batch_index: int, rank: int = 0) -> torch.Generator:
-    """A CPU generator seeded from a stable hash of (seed, epoch, batch_index, rank).
+def batch_generator(
+    seed: int, epoch: int, batch_index: int, rank: int = 0, stream: str = "views"
+) -> torch.Generator:
+    """A CPU generator seeded from a stable hash of (stream, seed, epoch, batch_index, rank).
 
-    Stable across processes, platforms and Python hash randomisation.
+    Stable across processes, platforms and Python hash randomisation. `stream` separates the
+    randomness of independent batch streams (e.g. a method's auxiliary batches).
     """
-    key = f"deepclust.views:{int(seed)}:{int(epoch)}:{int(batch_index)}:{int(rank)}".encode()
+    key = f"deepclust.{stream}:{int(seed)}:{int(epoch)}:{int(batch_index)}:{int(rank)}".encode()
     digest = hashlib.blake2b(key, digest_size=8).digest()
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))

@@ -114,7 +114,9 @@ class EpochFeatureViews(torch.utils.data.Dataset):
         epoch: int,
         offset: int,
         global_batch: int,
+        stream: str = "views",
     ) -> None:
+        self.stream = stream
         self.features, self.batches, self.num_views, self.noise = (
             features,
             batches,
@@ -130,7 +132,7 @@ class EpochFeatureViews(torch.utils.data.Dataset):
         f = self.features
         idx = self.batches[i].to(f.fit.device)
         copies, _, dim = f.fit.shape
-        gen = batch_generator(self.seed, self.epoch, i)
+        gen = batch_generator(self.seed, self.epoch, i, stream=self.stream)
         rows = slice(self.offset, self.offset + len(idx))
         which = torch.randint(copies, (self.num_views, self.global_batch), generator=gen)[:, rows]
         k = f.neighbours.shape[1] if f.neighbours is not None else 1

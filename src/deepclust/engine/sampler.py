@@ -40,3 +40,32 @@ def epoch_batches(
         batch = perm[j * global_batch : (j + 1) * global_batch]
         out.append(batch[rank * local : (rank + 1) * local])
     return out
+
+
+def stream_batches(
+    rows: torch.Tensor,
+    global_batch: int,
+    steps: int,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> list[torch.Tensor]:
+    """`steps` batches of an endless stream over `rows` [M] -> this process's slices [global_batch / world_size].
+
+    A second batch stream beside the epoch's (e.g. a classifier's own batches of labelled
+    images): the rows are shuffled, dealt out, and reshuffled whenever they run out, so a
+    stream over few rows repeats them within an epoch. Sharded like `epoch_batches`.
+    """
+    if global_batch % world_size:
+        raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
+    if len(rows) < global_batch:
+        raise ValueError(f"a batch of {global_batch} needs at least as many rows, got {len(rows)}")
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
+    cycles = -(-steps * global_batch // len(rows))
+    order = torch.cat([rows[torch.randperm(len(rows), generator=gen)] for _ in range(cycles)])
+    local = global_batch // world_size
+    return [
+        order[j * global_batch + rank * local : j * global_batch + (rank + 1) * local]
+        for j in range(steps)
+    ]

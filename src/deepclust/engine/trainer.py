@@ -11,7 +11,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import platform
 import random
 import time
 from collections.abc import Iterator
@@ -35,12 +34,14 @@ from deepclust.engine.batchnorm import convert_to_global_batchnorm
 from deepclust.engine.context import FitContext, run_batched
 from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
-from deepclust.engine.sampler import epoch_batches, num_batches
+from deepclust.engine.machine import cpu_model
+from deepclust.engine.sampler import epoch_batches, num_batches, stream_batches
 from deepclust.engine.schedule import lr_factor
 from deepclust.engine.transfer import to_device
 from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
 from deepclust.evaluation.metrics import score
 from deepclust.methods import METHODS, Method, StepInfo
+from deepclust.methods.base import AuxiliaryStream
 
 # Keys that may change when a run is resumed; anything else must match the checkpoint.
 RESUMABLE_CHANGES = (
@@ -91,7 +92,7 @@ def autocast_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"cpu ({cpu_model()}, {torch.get_num_threads()} threads)"
 
 
 def resolve_num_clusters(cfg: RunConfig, fit_set: ImageSet, eval_set: ImageSet) -> int:
@@ -226,6 +227,20 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def check_auxiliary_stream(stream: AuxiliaryStream, method: str, world_size: int) -> None:
+    """Raise ConfigError when a method's auxiliary batches cannot be drawn."""
+    if stream.batch_size < 1 or stream.batch_size % world_size:
+        raise ConfigError(
+            f"{method}'s auxiliary batch size {stream.batch_size} must be a positive multiple of "
+            f"the {world_size} processes."
+        )
+    if len(stream.rows) < stream.batch_size:
+        raise ConfigError(
+            f"{method}'s auxiliary batches need {stream.batch_size} images but only "
+            f"{len(stream.rows)} qualify: lower its auxiliary batch size."
+        )
+
+
 def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two plain config trees."""
     diffs = []
@@ -260,17 +275,40 @@ class EpochViews(torch.utils.data.Dataset):
         epoch: int,
         offset: int,
         global_batch: int,
+        stream: str = "views",
     ) -> None:
         self.images, self.batches, self.views = images, batches, views
         self.seed, self.epoch, self.offset, self.global_batch = seed, epoch, offset, global_batch
+        self.stream = stream
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[list[torch.Tensor], torch.Tensor]:
         idx = to_device(self.batches[i], self.images.device)
-        gen = batch_generator(self.seed, self.epoch, i)
+        gen = batch_generator(self.seed, self.epoch, i, stream=self.stream)
         return self.views(self.images[idx], gen, self.offset, self.global_batch), idx
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Step i -> (views, fit-set indices, auxiliary views or None): the epoch's batches, each
+    paired with the same step of the method's auxiliary stream when it has one."""
+
+    def __init__(
+        self,
+        main: torch.utils.data.Dataset,
+        auxiliary: torch.utils.data.Dataset | None = None,
+    ) -> None:
+        self.main, self.auxiliary = main, auxiliary
+
+    def __len__(self) -> int:
+        return len(self.main)  # type: ignore[arg-type]
+
+    def __getitem__(
+        self, i: int
+    ) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None]:
+        views, idx = self.main[i]
+        return views, idx, self.auxiliary[i][0] if self.auxiliary is not None else None
 
 
 class RunningMeans:
@@ -500,6 +538,9 @@ class Trainer:
                 **NO_BUFFER_SYNC,
             )
         method.on_train_start(ctx)
+        auxiliary = method.auxiliary_stream(ctx) if epochs else None
+        if auxiliary is not None:
+            check_auxiliary_stream(auxiliary, cfg.method, dist.world_size)
         if epochs:
             on_device = data_on_device(cfg, device, fit_set.images)
             if frozen is not None:
@@ -508,6 +549,28 @@ class Trainer:
             else:
                 views = ViewGenerator(spec)  # type: ignore[arg-type]
                 images = fit_set.images.to(device) if on_device else fit_set.images
+
+            def views_of(
+                batches: list[torch.Tensor], global_batch: int, epoch: int, stream: str
+            ) -> EpochViews | EpochFeatureViews:
+                """This process's slices of `batches` -> a dataset of their views, keyed by stream."""
+                offset = dist.rank * len(batches[0])
+                if frozen is not None:
+                    return EpochFeatureViews(
+                        frozen,
+                        batches,
+                        spec.num_views,  # type: ignore[union-attr]
+                        cfg.encoder.feature_noise,
+                        cfg.train.seed,
+                        epoch,
+                        offset,
+                        global_batch,
+                        stream,
+                    )
+                return EpochViews(
+                    images, batches, views, cfg.train.seed, epoch, offset, global_batch, stream
+                )
+
             for epoch in range(start_epoch, epochs):
                 ctx.epoch = epoch
                 method.train()
@@ -520,23 +583,22 @@ class Trainer:
                     dist.rank,
                     dist.world_size,
                 )[:steps_per_epoch]
-                offset = dist.rank * len(batches[0])
-                data: EpochViews | EpochFeatureViews
-                if frozen is not None:
-                    data = EpochFeatureViews(
-                        frozen,
-                        batches,
-                        spec.num_views,
-                        cfg.encoder.feature_noise,  # type: ignore[union-attr]
+
+                aux_data = None
+                if auxiliary is not None:
+                    aux_batches = stream_batches(
+                        auxiliary.rows,
+                        auxiliary.batch_size,
+                        len(batches),
                         cfg.train.seed,
                         epoch,
-                        offset,
-                        cfg.train.batch_size,
+                        dist.rank,
+                        dist.world_size,
                     )
-                else:
-                    data = EpochViews(
-                        images, batches, views, cfg.train.seed, epoch, offset, cfg.train.batch_size
-                    )
+                    aux_data = views_of(aux_batches, auxiliary.batch_size, epoch, "auxiliary")
+                data = StepBatches(
+                    views_of(batches, cfg.train.batch_size, epoch, "views"), aux_data
+                )
                 stats = self._train_epoch(
                     method,
                     model,
@@ -597,7 +659,7 @@ class Trainer:
         method: Method,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
-        data: EpochViews,
+        data: StepBatches,
         on_device: bool,
         device: torch.device,
         amp: torch.dtype | None,
@@ -609,7 +671,7 @@ class Trainer:
     ) -> dict[str, Any]:
         cfg = self.cfg
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        batches: Iterator[tuple[list[torch.Tensor], torch.Tensor]]
+        batches: Iterator[tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor] | None]]
         if on_device or cfg.data.num_workers == 0:
             batches = (data[i] for i in range(len(data)))
         else:
@@ -633,13 +695,25 @@ class Trainer:
             disable=not (cfg.train.progress and dist.is_main),
         )
         images_seen = 0
-        for i, (views, idx) in enumerate(bar):
+
+        def to_step_device(views: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
+
+        for i, (views, idx, aux) in enumerate(bar):
             step = epoch * steps_per_epoch + i
-            info = StepInfo(epoch, step, i, steps_per_epoch, total_steps, to_device(idx, device))
+            views = to_step_device(views)
+            info = StepInfo(
+                epoch,
+                step,
+                i,
+                steps_per_epoch,
+                total_steps,
+                to_device(idx, device),
+                to_step_device(aux) if aux is not None else None,
+            )
             factor = lr_factor(step, cfg.train.schedule, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-            views = [v.to(device, non_blocking=True, memory_format=memory_format) for v in views]
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 losses = model(views, info)
             loss = torch.stack([v.float() for v in losses.values()]).sum()

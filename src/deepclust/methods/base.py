@@ -32,6 +32,20 @@ class StepInfo:
     indices: torch.Tensor | None = (
         None  # [B] fit-set indices of this process's batch (memory banks, pseudo-labels)
     )
+    # views [b,3,s,s] (or features [b,D]) of this step's auxiliary batch (`auxiliary_stream`)
+    auxiliary: list[torch.Tensor] | None = None
+
+
+@dataclass(frozen=True)
+class AuxiliaryStream:
+    """A second batch stream beside the epoch's: one batch of these fit-set rows every step.
+
+    The engine draws it (sharded over processes like the main batch), renders the method's
+    views of it and hands them to `training_step` as `info.auxiliary`.
+    """
+
+    rows: torch.Tensor  # [M] fit-set indices the stream draws from
+    batch_size: int  # global batch size of the stream
 
 
 class Method(nn.Module):
@@ -70,6 +84,10 @@ class Method(nn.Module):
 
     def after_optimizer_step(self, info: StepInfo) -> None:
         """After the step (e.g. re-normalise prototypes, EMA updates)."""
+
+    def auxiliary_stream(self, ctx: FitContext) -> AuxiliaryStream | None:
+        """A second batch of other fit-set rows every step (e.g. labelled images only), or None."""
+        return None
 
     def on_train_start(self, ctx: FitContext) -> None:
         """Once, before the first epoch (also on resume)."""

@@ -25,10 +25,10 @@ iterations. Where the authors' code and paper differ:
 - Before testing, the authors re-estimate BatchNorm statistics on test batches in train
   mode. deepclust does not: prediction uses the running statistics from training.
 - STL-10: the encoder trains on train+unlabeled and the classifier on labelled images only.
-  The paper feeds the classifier its own batches; here (`classifier_on_labelled_only`) the
-  classifier's losses use the labelled rows of the shared batch (only *whether* an image
-  comes from a labelled split is used, never its label), so a batch of 256 drawn from
-  105,000 STL-10 images carries about 12 labelled images.
+  With `classifier_on_labelled_only` the classifier gets its own batches, as in the paper:
+  an auxiliary stream of `classifier_batch_size` images from the labelled split (only
+  *whether* an image comes from a labelled split is used, never its label), whose views go
+  through the encoder and prototypes without gradient; the SwAV loss uses the main batch.
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ from torch import nn
 
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
-from deepclust.engine.distributed import all_reduce_sum, is_distributed, world_size
 from deepclust.errors import ConfigError, DataError
 from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
-from deepclust.methods.base import METHODS, Method, StepInfo
+from deepclust.methods.base import METHODS, AuxiliaryStream, Method, StepInfo
 
 if TYPE_CHECKING:
     from deepclust.engine.context import FitContext
@@ -76,7 +75,8 @@ class IMCSwAVParams:
     logit_bound: float = 5.0
     logit_weight: float = 0.01
     freeze_prototypes_iters: int = 500
-    classifier_on_labelled_only: bool = False  # STL-10: classifier losses on labelled images only
+    classifier_on_labelled_only: bool = False  # STL-10: the classifier's own labelled batches
+    classifier_batch_size: int = 256  # their global size
 
 
 def projection_head(in_dim: int, hidden: int, out_dim: int, bn_relu: bool) -> nn.Module:
@@ -119,10 +119,6 @@ class IMCSwAV(Method):
         self.prototypes = nn.Linear(params.projection_dim, params.num_prototypes, bias=False)
         self.normalize_prototypes()
         self.classifier = classifier_head(dim, params.classifier_hidden, num_clusters)
-        # Which fit-set samples the classifier learns from (set in on_train_start).
-        self.register_buffer(
-            "classifier_samples", torch.ones(num_samples, dtype=torch.bool), persistent=False
-        )
 
     # --- views and hooks ------------------------------------------------------------
     def view_spec(self) -> ViewSpec:
@@ -145,17 +141,17 @@ class IMCSwAV(Method):
             groups.append(crops(p.low_res_count, p.low_res_size, p.low_res_scale))
         return ViewSpec(tuple(groups), mean=self.encoder.mean, std=self.encoder.std)
 
-    def on_train_start(self, ctx: FitContext) -> None:
+    def auxiliary_stream(self, ctx: FitContext) -> AuxiliaryStream | None:
         if not self.params.classifier_on_labelled_only:
-            return
+            return None
         # Whether an image comes from a labelled split; its label is never read.
-        labelled = ctx.fit_set.labels >= 0
-        if not bool(labelled.any()):
+        labelled = torch.nonzero(ctx.fit_set.labels >= 0).flatten()
+        if len(labelled) == 0:
             raise DataError(
                 "params.classifier_on_labelled_only is set, but no training image comes from a "
                 "labelled split. Set it to false."
             )
-        self.classifier_samples.copy_(labelled.to(self.classifier_samples.device))
+        return AuxiliaryStream(labelled, self.params.classifier_batch_size)
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -190,12 +186,6 @@ class IMCSwAV(Method):
             scores = self.prototypes(z)
         return scores.unflatten(0, feats.shape[:-1])
 
-    def classifier_rows(self, info: StepInfo) -> torch.Tensor | None:
-        """Rows of this batch the classifier learns from -> bool [B], or None for all of them."""
-        if not self.params.classifier_on_labelled_only or info.indices is None:
-            return None
-        return self.classifier_samples[info.indices.to(self.classifier_samples.device)]
-
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
         p = self.params
         h = self.encode_views(views)  # [V, B, D]
@@ -206,23 +196,18 @@ class IMCSwAV(Method):
         loss_swav = swapped_prediction(u, codes, p.temperature)
 
         # The classifier sees detached features: the MI loss trains the head only.
-        # Always run it (even on zero rows) so every process joins the MI all-reduce.
-        h_cls, u_cls = h.detach(), u.detach()
-        rows = self.classifier_rows(info)
-        if rows is not None:
-            h_cls, u_cls = h_cls[:, rows.to(h.device)], u_cls[:, rows.to(h.device)]
+        if info.auxiliary is not None:  # its own batch (labelled images)
+            with torch.no_grad():
+                h_cls = self.encode_views(info.auxiliary)
+                u_cls = self.prototype_scores(h_cls)
+        else:
+            h_cls, u_cls = h.detach(), u.detach()
         y = self.classifier(h_cls.flatten(0, 1)).float().unflatten(0, h_cls.shape[:2])  # [V,b,K]
         p_y = torch.softmax(y, dim=-1)
         p_u = torch.softmax(u_cls / p.temperature, dim=-1)
         # p_y of view a against p_u of view b, for all V x V pairs (same view included)
         loss_mi = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
         loss_logit = p.logit_weight * logit_penalty(y, p.logit_bound)
-        if rows is not None and is_distributed():
-            # Processes hold different numbers of labelled rows, so DDP's average of their
-            # means is not the global mean: weight each mean by W x its share of the rows.
-            count = torch.tensor(float(y.shape[1]), device=y.device)
-            share = count / all_reduce_sum(count.clone()).clamp_min(1.0)
-            loss_logit = loss_logit * (share * world_size())
         return {"swav": loss_swav, "mi": loss_mi, "logit": loss_logit}
 
     # --- inference ------------------------------------------------------------------
@@ -247,6 +232,8 @@ def check_params(p: IMCSwAVParams) -> None:
         problems.append(
             "params.num_prototypes, projection_dim and classifier_hidden must be positive"
         )
+    if p.classifier_batch_size < 1:
+        problems.append("params.classifier_batch_size must be positive")
     if p.temperature <= 0 or p.sinkhorn_eps <= 0:
         problems.append("params.temperature and sinkhorn_eps must be positive")
     if problems:

@@ -55,7 +55,7 @@ from torch import nn
 from deepclust.cluster import spherical_kmeans, stream_seed
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
-from deepclust.engine.distributed import rank, world_size
+from deepclust.engine.distributed import rank, rank_zero_first, world_size
 from deepclust.engine.frozen import nearest_neighbours
 from deepclust.errors import ConfigError
 from deepclust.losses.semantic import (
@@ -205,7 +205,10 @@ class SIC(Method):
             )
             return anchors.centroids, None
         nouns = load_vocabulary(p.vocabulary, p.lemmas)
-        emb = text_embeddings(text, nouns, p.template, ctx.device, p.text_batch_size, ctx.progress)
+        with rank_zero_first():  # one process embeds ~68k nouns into the cache, the rest read it
+            emb = text_embeddings(
+                text, nouns, p.template, ctx.device, p.text_batch_size, ctx.progress
+            )
         if emb.shape[1] != features.shape[1]:
             raise ConfigError(
                 f"text embeddings are {emb.shape[1]}-d but image features {features.shape[1]}-d: "
