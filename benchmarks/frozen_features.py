@@ -1,15 +1,18 @@
 """Every method on the frozen features of a pretrained encoder, with baselines, as JSON.
 
     python benchmarks/frozen_features.py --data-dir ../shared/datasets/cifar10-jpeg/test \
-        --encoder efficientnet_lite0 --input-size 128
+        --encoder efficientnet_lite0 --input-size 224 --seeds 0,1,2
 
 Extracts the features once (timed cold unless they are cached; the cache file records the
 cold extraction's wall time, device and load average, which are reported either way),
 measures how often the 20 nearest neighbours share a label (the mean over all neighbour
-pairs, and the accuracy of their majority vote), then runs the k-means / spectral / agglomerative
-baselines and each deep method registered with a `frozen` config on the cached features,
-recording ACC / NMI / ARI and the clustering wall time. Protocol train+test on one split:
-the methods fit and are scored on the same images (no labels are used to fit).
+pairs, and the accuracy of their majority vote; cosine on the mean-subtracted features, as
+the methods' neighbour views use, and plain cosine), then runs the k-means / spectral /
+agglomerative baselines and each deep method registered with a `frozen` config on the
+cached features, once per seed, recording ACC / NMI / ARI, label-free scores and the
+clustering wall time, and their mean and standard deviation over the seeds. Protocol
+train+test on one split: the methods fit and are scored on the same images (no labels are
+used to fit). `--set KEY=VALUE` overrides every deep method's config (a variant to compare).
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from pathlib import Path
 import torch
 
 from deepclust import api
-from deepclust.config import CONFIG_ROOT
+from deepclust.config import CONFIG_ROOT, parse_overrides
 from deepclust.data.datasets import load_protocol
 from deepclust.encoders import build_encoder
 from deepclust.encoders.cache import extract_features, extraction_info
 from deepclust.engine.frozen import nearest_neighbours
-from deepclust.engine.machine import load_average
+from deepclust.engine.machine import cpu_model, load_average
 from deepclust.methods import METHODS
 
 RESULTS = Path(__file__).parent / "results"
@@ -67,6 +70,23 @@ def label_free_scores(
     }
 
 
+def neighbour_agreement(
+    feats: torch.Tensor, labels: torch.Tensor, centre: bool
+) -> tuple[torch.Tensor, float, float]:
+    """-> (20-NN indices [N, 20] without self, mean label agreement, majority-vote accuracy)."""
+    knn = nearest_neighbours(feats, 21, centre=centre)[:, 1:]
+    neighbour_labels = labels[knn]
+    agreement = (neighbour_labels == labels[:, None]).float().mean().item()
+    vote = (neighbour_labels.mode(dim=1).values == labels).float().mean().item()
+    return knn, round(agreement, 4), round(vote, 4)
+
+
+def mean_std(values: list[float]) -> dict[str, float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    std = t.std().item() if len(values) > 1 else 0.0
+    return {"mean": round(t.mean().item(), 4), "std": round(std, 4)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -80,9 +100,18 @@ def main() -> None:
         default="",
         help="comma-separated; default: baselines + methods with a frozen config",
     )
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override for every deep method (repeatable), e.g. encoder.neighbours=10",
+    )
     ap.add_argument("--name", default="frozen_cifar10_test")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    variant = dict(parse_overrides(args.set))
 
     fit, _ = load_protocol("imagefolder", "all", args.data_dir)
     encoder = build_encoder(args.encoder, fit.image_size[0], input_size=args.input_size)
@@ -90,10 +119,8 @@ def main() -> None:
     feats = extract_features(encoder, fit, "clean", "cpu", 256, None, progress=True)
     extraction_s = time.time() - t0
     cold = extraction_info(encoder, fit)
-    knn = nearest_neighbours(feats, 21)[:, 1:]  # cosine, self excluded
-    neighbour_labels = fit.labels[knn]
-    agreement = (neighbour_labels == fit.labels[:, None]).float().mean().item()
-    vote = (neighbour_labels.mode(dim=1).values == fit.labels).float().mean().item()
+    knn, agreement, vote = neighbour_agreement(feats, fit.labels, centre=True)
+    _, agreement_plain, vote_plain = neighbour_agreement(feats, fit.labels, centre=False)
 
     def has_frozen_config(method: str) -> bool:
         return (CONFIG_ROOT / method / "frozen.yaml").is_file()
@@ -102,38 +129,55 @@ def main() -> None:
     methods = args.methods.split(",") if args.methods else BASELINES + deep
     rows = []
     for method in methods:
-        overrides = {
-            "data.data_dir": args.data_dir,
-            "data.protocol": "all",
-            "encoder.name": args.encoder,
-            "encoder.input_size": args.input_size,
-            "train.seed": args.seed,
-            "train.progress": False,
-        }
         config = "frozen" if method not in BASELINES and has_frozen_config(method) else None
-        cfg = api.make_config(method, "imagefolder", config, overrides)
-        out = Path("runs") / f"bench-{args.name}-{method}"
-        if out.exists():
-            shutil.rmtree(out)
-        load_before = load_average()
-        t = time.time()
-        result = api.train(cfg, out=out)
-        seconds = time.time() - t
-        m = result.summary["metrics"]
-        clusters = torch.as_tensor(read_clusters(out / "predictions.csv"))
+        runs = []
+        for seed in seeds:
+            overrides = {
+                "data.data_dir": args.data_dir,
+                "data.protocol": "all",
+                "encoder.name": args.encoder,
+                "encoder.input_size": args.input_size,
+                "train.seed": seed,
+                "train.progress": False,
+                **(variant if config else {}),
+            }
+            cfg = api.make_config(method, "imagefolder", config, overrides)
+            out = Path("runs") / f"bench-{args.name}-{method}-seed{seed}"
+            if out.exists():
+                shutil.rmtree(out)
+            load_before = load_average()
+            t = time.time()
+            result = api.train(cfg, out=out)
+            seconds = time.time() - t
+            m = result.summary["metrics"]
+            clusters = torch.as_tensor(read_clusters(out / "predictions.csv"))
+            runs.append(
+                {
+                    "seed": seed,
+                    "acc": m["acc"],
+                    "nmi": m["nmi"],
+                    "ari": m["ari"],
+                    "purity": m["purity"],
+                    "clustering_s": round(seconds, 1),
+                    "loadavg_before": load_before,
+                    "loadavg_after": load_average(),
+                    "label_free": label_free_scores(feats, knn, clusters),
+                }
+            )
+            print(
+                f"{method:14s} seed {seed} ACC {m['acc']:.4f} NMI {m['nmi']:.4f} "
+                f"ARI {m['ari']:.4f} ({seconds:.1f} s)",
+                flush=True,
+            )
         rows.append(
             {
                 "method": method,
-                "acc": m["acc"],
-                "nmi": m["nmi"],
-                "ari": m["ari"],
-                "purity": m["purity"],
+                **{metric: mean_std([r[metric] for r in runs]) for metric in ("acc", "nmi", "ari")},
+                "clustering_s": mean_std([r["clustering_s"] for r in runs]),
+                "runs": runs,
                 "epochs": result.summary["epochs"],
-                "clustering_s": round(seconds, 1),
-                "loadavg_before": load_before,
-                "loadavg_after": load_average(),
-                "label_free": label_free_scores(feats, knn, clusters),
                 "config": "frozen" if config else "default",
+                "variant": variant if config else {},
                 "train": {
                     "batch_size": cfg.train.batch_size,
                     "optimizer": cfg.train.optimizer.name,
@@ -143,13 +187,11 @@ def main() -> None:
                 "params": cfg.params,
                 "frozen_views": {
                     "neighbours": cfg.encoder.neighbours,
+                    "centre_neighbours": cfg.encoder.centre_neighbours,
                     "noise": cfg.encoder.feature_noise,
                     "augmented_copies": cfg.encoder.augmented_copies,
                 },
             }
-        )
-        print(
-            f"{method:14s} ACC {m['acc']:.4f} NMI {m['nmi']:.4f} ARI {m['ari']:.4f} ({seconds:.1f} s)"
         )
     out = {
         "dataset": args.dataset_copy,
@@ -157,17 +199,18 @@ def main() -> None:
         "n": len(fit),
         "encoder": args.encoder,
         "input_size": args.input_size,
-        "seeds": 1,
-        "seed": args.seed,
-        "device": f"cpu ({torch.get_num_threads()} threads, {os.cpu_count()} cores, shared with other jobs)",
+        "seeds": seeds,
+        "device": f"cpu ({cpu_model()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)",
         "platform": platform.platform(),
         "extraction_s": round(extraction_s, 1),
         "extraction_note": "cold"
         if extraction_s > 5
         else "features were cached (time is the cache read)",
         "cold_extraction": cold,
-        "knn20_label_agreement": round(agreement, 4),
-        "knn20_majority_vote_acc": round(vote, 4),
+        "knn20_label_agreement": agreement,
+        "knn20_majority_vote_acc": vote,
+        "knn20_label_agreement_uncentred": agreement_plain,
+        "knn20_majority_vote_acc_uncentred": vote_plain,
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -175,7 +218,8 @@ def main() -> None:
     path.write_text(json.dumps(out, indent=2))
     print(
         f"extraction {extraction_s:.1f} s, 20-NN label agreement {agreement:.4f} "
-        f"(majority vote {vote:.4f}); written: {path}"
+        f"(majority vote {vote:.4f}; uncentred {agreement_plain:.4f} / {vote_plain:.4f}); "
+        f"written: {path}"
     )
 
 

@@ -274,6 +274,13 @@ def test_nearest_neighbours_and_neighbour_views():
     knn = nearest_neighbours(feats, 2, chunk=2)
     assert knn[:, 0].tolist() == [0, 1, 2, 3, 4]  # self first
     assert knn[2, 1] == 3 and knn[3, 1] == 2 and knn[0, 1] == 4
+    # Centred: the same neighbours after any shift of every feature (cosine alone changes),
+    # so a shared mean direction, as in pooled post-ReLU features, no longer decides them.
+    shifted = feats + torch.tensor([2.0, -1.0])
+    assert torch.equal(
+        nearest_neighbours(shifted, 3, centre=True), nearest_neighbours(feats, 3, centre=True)
+    )
+    assert not torch.equal(nearest_neighbours(shifted, 3), nearest_neighbours(feats, 3))
     store = FrozenFeatures(feats[None], feats, torch.ones(2), knn)
     views, indices = EpochFeatureViews(store, [torch.tensor([0, 2])], 8, 0.0, 0, 0, 0, 2)[0]
     assert indices.tolist() == [0, 2]

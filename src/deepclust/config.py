@@ -50,6 +50,7 @@ class EncoderConfig:
     neighbours: int = (
         0  # > 0: a view may be the feature of one of the k nearest neighbours (TEMI/SCAN style)
     )
+    centre_neighbours: bool = True  # neighbours by cosine of mean-subtracted features
     feature_noise: float = 0.1  # Gaussian noise on feature views, in units of each dimension's std
     tta_flip: bool = False  # average clean features with those of the mirrored image
 

@@ -4,7 +4,8 @@ Views in feature space. Each view of sample i is the feature of one of its *copi
 clean image or one of `encoder.augmented_copies` augmented crops, extracted once; or, with
 `encoder.neighbours = k`, the clean feature of one of i's k nearest neighbours (itself
 included) in the cached feature space, the view that makes frozen-feature clustering work
-in TEMI and SCAN; plus Gaussian noise of `encoder.feature_noise` times each dimension's
+in TEMI and SCAN (cosine after subtracting the mean feature, `encoder.centre_neighbours`);
+plus Gaussian noise of `encoder.feature_noise` times each dimension's
 standard deviation. Multi-crop sizes do not exist here: every view is a full feature
 vector. Randomness is keyed by (seed, epoch, batch) and drawn for the global batch, like
 the image views, so resume and multi-process runs stay exact.
@@ -26,9 +27,19 @@ from deepclust.engine.distributed import rank_zero_first
 
 
 @torch.no_grad()
-def nearest_neighbours(features: torch.Tensor, k: int, chunk: int = 4096) -> torch.Tensor:
-    """features [N, D] -> indices [N, k] of the k most cosine-similar samples (self first)."""
-    x = F.normalize(features.float(), dim=1)
+def nearest_neighbours(
+    features: torch.Tensor, k: int, chunk: int = 4096, centre: bool = False
+) -> torch.Tensor:
+    """features [N, D] -> indices [N, k] of the k most cosine-similar samples (self first).
+
+    centre: subtract the mean feature first. Pooled post-ReLU features all lie in the positive
+    orthant, where the shared mean direction dominates every cosine; without it the
+    neighbours follow the features' differences.
+    """
+    x = features.float()
+    if centre:
+        x = x - x.mean(dim=0)
+    x = F.normalize(x, dim=1)
     out = []
     for start in range(0, len(x), chunk):
         sim = x[start : start + chunk] @ x.T
@@ -88,7 +99,9 @@ class FrozenFeatures:
         )
         eval_feats = fit_clean[: len(eval_set)] if same else clean(eval_set)
         knn = (
-            nearest_neighbours(fit_clean, cfg.encoder.neighbours)
+            nearest_neighbours(
+                fit_clean, cfg.encoder.neighbours, centre=cfg.encoder.centre_neighbours
+            )
             if cfg.encoder.neighbours > 0
             else None
         )
