@@ -137,8 +137,42 @@ def test_criteria_never_read_labels(toy_runs):
         assert row["views"] is not None and row["loss"] is not None
         assert row["silhouette"] is not None and row["consensus"] is not None
         assert "fit images" in row["loss_images"]
+        assert "feature views" in row["loss_images"]  # 'pixels' is frozen: as in training
     after = runs[0].method.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # the loss used a copy
+
+
+def test_runs_of_one_frozen_encoder_share_its_forward_passes(toy_runs):
+    """Scoring two runs of a frozen encoder costs its forward passes once, not twice, and
+    gives the same scores as without the memory."""
+    calls = []
+
+    class CountingFlatten(torch.nn.Flatten):
+        def forward(self, x):
+            calls.append(len(x))
+            return super().forward(x)
+
+    def scored(n_runs: int, remember: bool) -> tuple[list[dict], int]:
+        runs = [api.load_run(r.run_dir, "cpu") for r in toy_runs.runs][:n_runs]
+        for run in runs:
+            run.method.encoder.body = CountingFlatten()
+            if not remember:
+                run.method.encoder.identity = ""  # nothing to share a memory by
+        data = runs[0].load_split().subset(torch.arange(300))
+        index = torch.arange(300)
+        calls.clear()
+        rows = api.label_free_scores(runs, data, lambda run: (data, index))
+        return rows, len(calls)
+
+    one_rows, one = scored(1, remember=True)
+    two_rows, two = scored(2, remember=True)
+    _, one_plain = scored(1, remember=False)
+    plain_rows, plain = scored(2, remember=False)
+    assert plain == 2 * one_plain
+    # the second run adds nothing; within one run, predictions and features share a pass
+    assert two == one and 0 < one < one_plain
+    assert two_rows == plain_rows
+    assert {**two_rows[0], "consensus": None} == one_rows[0]  # consensus needs 2+ runs
 
 
 def test_select_ranks_and_compares(toy_runs, tmp_path):

@@ -436,6 +436,7 @@ def label_free_scores(
 
     images = sel.without_labels(images)
     view1, view2 = sel.augmented_pair(images)
+    sel.remember_frozen_outputs([run.method for run in runs])  # one pass per shared frozen encoder
     cands = []
     for i, run in enumerate(runs):
         clusters = run.predict_proba(images).argmax(1).numpy()
@@ -477,9 +478,33 @@ def _selection_loss(
         epoch=run.config.train.epochs,
         autocast_dtype=autocast_dtype(run.config, run.device),
     )
+    views = ""
+    if not run.method.encoder.trainable:
+        views = ", feature views (clean copies; neighbours among these images)"
+
+    def frozen_features(data: ImageSet) -> dict[str, Any]:
+        """The heads of a frozen encoder trained on feature views: score them on those."""
+        if run.method.encoder.trainable:
+            return {}
+        from deepclust.engine.frozen import FrozenFeatures, nearest_neighbours
+
+        enc = run.config.encoder
+        feats = run.features(data).to(run.device)
+        knn = (
+            nearest_neighbours(feats, enc.neighbours, centre=enc.centre_neighbours)
+            if enc.neighbours
+            else None
+        )
+        scale = feats.std(dim=0).clamp_min(1e-6)
+        return {
+            "features": FrozenFeatures(feats[None], feats, scale, knn),
+            "feature_noise": enc.feature_noise,
+        }
+
     if run.config.data.protocol == "train-test":
         try:
-            return method_loss(run.method, images, **kw), f"held-out {images.name}"
+            loss = method_loss(run.method, images, **kw, **frozen_features(images))
+            return loss, f"held-out {images.name}{views}"
         except (ValueError, RuntimeError, IndexError, TypeError, KeyError):
             pass  # per-sample state (memory bank, pseudo-labels) needs fit-set indices
     if fit_sample is None:
@@ -488,7 +513,8 @@ def _selection_loss(
     where = "fit images with their indices" + (
         " (train+test protocol: nothing is held out)" if run.config.data.protocol == "all" else ""
     )
-    return method_loss(run.method, without_labels(fit), indices=index, **kw), where
+    loss = method_loss(run.method, without_labels(fit), indices=index, **kw, **frozen_features(fit))
+    return loss, where + views
 
 
 def select(

@@ -8,7 +8,9 @@ from deepclust.encoders.base import ENCODERS, Encoder, EncoderEntry
 
 
 def pixels(image_size: int) -> Encoder:
-    return Encoder(nn.Flatten(), feature_dim=3 * image_size * image_size, trainable=False)
+    return Encoder(
+        nn.Flatten(), feature_dim=3 * image_size * image_size, trainable=False, identity="pixels"
+    )
 
 
 ENCODERS.register("pixels")(

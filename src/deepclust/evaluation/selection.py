@@ -29,6 +29,7 @@ itself under any view, so candidates flagged `degenerate` are ranked after all o
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from sklearn.metrics import (
     normalized_mutual_info_score,
     silhouette_score,
 )
+from torch import nn
 
 from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator
@@ -165,13 +167,18 @@ def method_loss(
     epoch: int = 0,
     autocast_dtype: torch.dtype | None = None,
     seed: int = SELECTION_SEED,
+    features: Any = None,
+    feature_noise: float = 0.0,
 ) -> float | None:
     """Mean training objective of `method` (a deepclust Method) on batches of `images`.
 
     Runs on a deep copy in train mode without gradients, so the run's model and its
     state (BatchNorm statistics, memory banks) are untouched. `indices` are the images'
     fit-set indices where per-sample state needs them. None if the method has no training.
+    features: the images' FrozenFeatures for heads on a frozen encoder, whose views are
+    then feature views as in training (engine/frozen.py), not image crops.
     """
+    from deepclust.engine.frozen import EpochFeatureViews
     from deepclust.methods.base import StepInfo
 
     spec = method.view_spec()
@@ -182,11 +189,20 @@ def method_loss(
     if batches == 0:
         return None
     model = copy.deepcopy(method).to(device).train()
-    views_of = ViewGenerator(spec)
+    rows = [torch.arange(i * bs, (i + 1) * bs) for i in range(batches)]
+    feature_views = (
+        EpochFeatureViews(features, rows, spec.num_views, feature_noise, seed, epoch, 0, bs)
+        if features is not None
+        else None
+    )
+    render = ViewGenerator(spec)
     total, count = 0.0, 0
     for i in range(batches):
         sl = slice(i * bs, (i + 1) * bs)
-        views = views_of(images.images[sl], batch_generator(seed, epoch, i))
+        if feature_views is not None:
+            views = feature_views[i][0]
+        else:
+            views = render(images.images[sl], batch_generator(seed, epoch, i))
         info = StepInfo(
             epoch=epoch,
             step=epoch * batches + i,
@@ -200,6 +216,40 @@ def method_loss(
         total += float(torch.stack([v.float() for v in losses.values()]).sum())
         count += 1
     return total / count
+
+
+class RememberedOutputs(nn.Module):
+    """A frozen encoder body whose outputs are remembered by the content of its input.
+
+    Scoring runs that share one frozen encoder (seeds and variants of heads on a pretrained
+    model) would otherwise push the same images and views through it once per run and
+    criterion: with EfficientNet-Lite2 on a CPU that is minutes each time. `memory` is shared
+    by every run of one encoder; deep copies (the loss criterion copies the method) share it.
+    """
+
+    def __init__(self, body: nn.Module, memory: dict[tuple, torch.Tensor]) -> None:
+        super().__init__()
+        self.body, self.memory = body, memory
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        content = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16)
+        key = (tuple(x.shape), str(x.dtype), torch.is_autocast_enabled(), content.hexdigest())
+        if key not in self.memory:
+            self.memory[key] = self.body(x)
+        return self.memory[key].clone()  # callers may work in place
+
+    def __deepcopy__(self, memo: dict) -> RememberedOutputs:
+        return self  # frozen: copies may share the weights and the memory
+
+
+def remember_frozen_outputs(methods: list[Any]) -> None:
+    """Wrap the bodies of frozen encoders in RememberedOutputs, one memory per encoder identity."""
+    memories: dict[str, dict[tuple, torch.Tensor]] = {}
+    for method in methods:
+        encoder = method.encoder
+        if encoder.trainable or not encoder.identity or isinstance(encoder.body, RememberedOutputs):
+            continue
+        encoder.body = RememberedOutputs(encoder.body, memories.setdefault(encoder.identity, {}))
 
 
 @dataclass
