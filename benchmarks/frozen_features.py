@@ -142,7 +142,9 @@ def main() -> None:
                 **(variant if config else {}),
             }
             cfg = api.make_config(method, "imagefolder", config, overrides)
-            out = Path("runs") / f"bench-{args.name}-{method}-seed{seed}"
+            out = Path("runs") / (
+                f"bench-{args.name}-{args.encoder}-{args.input_size}px-{method}-seed{seed}"
+            )
             if out.exists():
                 shutil.rmtree(out)
             load_before = load_average()
