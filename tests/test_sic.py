@@ -374,7 +374,7 @@ def test_packaged_configs_resolve(path):
     cfg = build_config("sic", config_file=path)
     params = params_from_dict(SICParams, cfg.params)
     assert cfg.method == "sic" and cfg.encoder.feature_noise == 0.0
-    if path.stem != "cpu":
+    if path.stem not in ("cpu", "frozen"):  # the image-only space on EfficientNet-Lite
         assert cfg.encoder.name == "open_clip:ViT-B-32" and cfg.encoder.weights is None
         assert (cfg.train.batch_size, cfg.train.optimizer.lr) == (128, 1e-4)
         assert (params.gamma_r, params.gamma_u, params.xi_c, params.xi_a) == (500, 0.05, 0.9, 30)
