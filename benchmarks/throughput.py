@@ -105,6 +105,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     from deepclust.engine.sampler import epoch_batches
     from deepclust.engine.trainer import (
         EpochViews,
+        StepBatches,
         Trainer,
         apply_speed_settings,
         autocast_dtype,
@@ -167,7 +168,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     load = [os.getloadavg()[0]]
     rows = []
     for epoch, batch_list in ((0, batches[:warm]), (1, batches[warm : warm + steps])):
-        data = EpochViews(images, batch_list, views, cfg.train.seed, epoch, 0, bs)
+        data = StepBatches(EpochViews(images, batch_list, views, cfg.train.seed, epoch, 0, bs))
         stats = trainer._train_epoch(
             method,
             method,

@@ -19,6 +19,7 @@ from deepclust.engine.sampler import epoch_batches
 from deepclust.engine.trainer import (
     EpochViews,
     RunningMeans,
+    StepBatches,
     Trainer,
     apply_speed_settings,
     autocast_dtype,
@@ -161,7 +162,7 @@ def test_training_steps_do_not_wait_for_the_gpu(name: str) -> None:
     trainer = Trainer(cfg, "unused")
 
     def epoch(index: int, batch_list: list[torch.Tensor]) -> None:
-        data = EpochViews(on_device, batch_list, views, 0, index, 0, 64)
+        data = StepBatches(EpochViews(on_device, batch_list, views, 0, index, 0, 64))
         trainer._train_epoch(
             method,
             method,
