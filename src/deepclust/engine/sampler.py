@@ -31,15 +31,20 @@ def epoch_batches(
     drop_last: bool = True,
 ) -> list[torch.Tensor]:
     """This process's index tensors for one epoch; each is [global_batch / world_size]."""
+    perm = epoch_permutation(num_samples, seed, epoch)
+    count = num_batches(num_samples, global_batch, drop_last)
+    return deal(perm, global_batch, count, rank, world_size)
+
+
+def deal(
+    order: torch.Tensor, global_batch: int, count: int, rank: int, world_size: int
+) -> list[torch.Tensor]:
+    """Global batches j = order[j*B:(j+1)*B] for j < count -> process `rank`'s contiguous slice of each."""
     if global_batch % world_size:
         raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
-    perm = epoch_permutation(num_samples, seed, epoch)
     local = global_batch // world_size
-    out = []
-    for j in range(num_batches(num_samples, global_batch, drop_last)):
-        batch = perm[j * global_batch : (j + 1) * global_batch]
-        out.append(batch[rank * local : (rank + 1) * local])
-    return out
+    starts = range(0, count * global_batch, global_batch)
+    return [order[j + rank * local : j + (rank + 1) * local] for j in starts]
 
 
 def stream_batches(
@@ -57,15 +62,9 @@ def stream_batches(
     images): the rows are shuffled, dealt out, and reshuffled whenever they run out, so a
     stream over few rows repeats them within an epoch. Sharded like `epoch_batches`.
     """
-    if global_batch % world_size:
-        raise ValueError(f"batch size {global_batch} is not divisible by {world_size} processes")
     if len(rows) < global_batch:
         raise ValueError(f"a batch of {global_batch} needs at least as many rows, got {len(rows)}")
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 500_009)
     cycles = -(-steps * global_batch // len(rows))
     order = torch.cat([rows[torch.randperm(len(rows), generator=gen)] for _ in range(cycles)])
-    local = global_batch // world_size
-    return [
-        order[j * global_batch + rank * local : j * global_batch + (rank + 1) * local]
-        for j in range(steps)
-    ]
+    return deal(order, global_batch, steps, rank, world_size)
