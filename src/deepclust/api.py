@@ -478,27 +478,19 @@ def _selection_loss(
         epoch=run.config.train.epochs,
         autocast_dtype=autocast_dtype(run.config, run.device),
     )
-    views = ""
-    if not run.method.encoder.trainable:
-        views = ", feature views (clean copies; neighbours among these images)"
+    frozen = not run.method.encoder.trainable
+    views = ", feature views (clean copies; neighbours among these images)" if frozen else ""
 
     def frozen_features(data: ImageSet) -> dict[str, Any]:
         """The heads of a frozen encoder trained on feature views: score them on those."""
-        if run.method.encoder.trainable:
+        if not frozen:
             return {}
-        from deepclust.engine.frozen import FrozenFeatures, nearest_neighbours
+        from deepclust.engine.frozen import FrozenFeatures
 
-        enc = run.config.encoder
         feats = run.features(data).to(run.device)
-        knn = (
-            nearest_neighbours(feats, enc.neighbours, centre=enc.centre_neighbours)
-            if enc.neighbours
-            else None
-        )
-        scale = feats.std(dim=0).clamp_min(1e-6)
         return {
-            "features": FrozenFeatures(feats[None], feats, scale, knn),
-            "feature_noise": enc.feature_noise,
+            "features": FrozenFeatures.of_copies(feats[None], feats, run.config.encoder),
+            "feature_noise": run.config.encoder.feature_noise,
         }
 
     if run.config.data.protocol == "train-test":

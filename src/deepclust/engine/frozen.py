@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from deepclust.config import RunConfig
+from deepclust.config import EncoderConfig, RunConfig
 from deepclust.data.store import ImageSet
 from deepclust.data.views import batch_generator
 from deepclust.encoders.base import Encoder
@@ -98,16 +98,19 @@ class FrozenFeatures:
             fit_set
         )
         eval_feats = fit_clean[: len(eval_set)] if same else clean(eval_set)
+        return FrozenFeatures.of_copies(torch.stack(copies), eval_feats, cfg.encoder)
+
+    @staticmethod
+    def of_copies(fit: torch.Tensor, eval: torch.Tensor, encoder: EncoderConfig) -> FrozenFeatures:
+        """fit copies [C, N, D] (copy 0 clean) -> with the per-dim scale and the neighbours that
+        `encoder` (its config) asks for, both from the clean copy."""
+        clean = fit[0]
         knn = (
-            nearest_neighbours(
-                fit_clean, cfg.encoder.neighbours, centre=cfg.encoder.centre_neighbours
-            )
-            if cfg.encoder.neighbours > 0
+            nearest_neighbours(clean, encoder.neighbours, centre=encoder.centre_neighbours)
+            if encoder.neighbours > 0
             else None
         )
-        return FrozenFeatures(
-            torch.stack(copies), eval_feats, fit_clean.std(dim=0).clamp_min(1e-6), knn
-        )
+        return FrozenFeatures(fit, eval, clean.std(dim=0).clamp_min(1e-6), knn)
 
     def to(self, device: torch.device) -> FrozenFeatures:
         knn = self.neighbours.to(device) if self.neighbours is not None else None
