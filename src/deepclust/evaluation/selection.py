@@ -232,7 +232,7 @@ class RememberedOutputs(nn.Module):
         self.body, self.memory = body, memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        content = hashlib.blake2b(x.detach().cpu().contiguous().numpy().tobytes(), digest_size=16)
+        content = hashlib.blake2b(x.detach().cpu().contiguous().numpy().data, digest_size=16)
         key = (tuple(x.shape), str(x.dtype), torch.is_autocast_enabled(), content.hexdigest())
         if key not in self.memory:
             self.memory[key] = self.body(x)
