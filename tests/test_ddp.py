@@ -38,6 +38,15 @@ STEPS = {
 # one process, 1 vs 2 threads, parameters apart by 1e-4 after 3 steps, 6e-3 after 6).
 SGD = {"data.protocol": "all", "train.optimizer.name": "sgd"}
 TOY = {**SGD, "train.optimizer.lr": 0.5}
+TINY_IMC_SWAV = {
+    **SGD,
+    "encoder.name": "small_cnn",
+    "train.optimizer.lr": 0.05,
+    "params.high_res_size": 8,
+    "params.low_res_size": 6,
+    "params.num_prototypes": 30,
+    "params.classifier_hidden": 32,
+}
 CASES: dict[str, tuple[str, str, dict]] = {
     "toy-images": ("toy", "digits", {**TOY, "encoder.name": "small_cnn"}),  # GlobalBatchNorm
     "toy-frozen": ("toy", "digits", {**TOY, "encoder.name": "pixels"}),  # feature views
@@ -55,16 +64,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
     "imc-swav": (
         "imc-swav",
         "imagefolder",
-        {
-            **SGD,
-            "encoder.name": "small_cnn",
-            "train.optimizer.lr": 0.05,
-            "params.high_res_size": 8,
-            "params.low_res_size": 6,
-            "params.num_prototypes": 30,
-            "params.classifier_hidden": 32,
-            "params.freeze_prototypes_iters": 2,  # the prototypes learn from step 2 on
-        },
+        {**TINY_IMC_SWAV, "params.freeze_prototypes_iters": 2},  # prototypes learn from step 2
     ),
     # STL-10's classifier on its own labelled batches: the auxiliary stream, split like the
     # main one (48 labelled among 112 images; each step a batch of 64 and one of 16 labelled)
@@ -72,15 +72,9 @@ CASES: dict[str, tuple[str, str, dict]] = {
         "imc-swav",
         "stl10",
         {
-            **SGD,
+            **TINY_IMC_SWAV,
             "data.protocol": "train-test",
             "data.include_unlabeled": True,
-            "encoder.name": "small_cnn",
-            "train.optimizer.lr": 0.05,
-            "params.high_res_size": 8,
-            "params.low_res_size": 6,
-            "params.num_prototypes": 30,
-            "params.classifier_hidden": 32,
             "params.classifier_on_labelled_only": True,
             "params.classifier_batch_size": 16,
         },
