@@ -48,7 +48,12 @@ def worker(args: argparse.Namespace) -> None:
     from deepclust.data.views import ViewGenerator, batch_generator
     from deepclust.engine.batchnorm import convert_to_global_batchnorm
     from deepclust.engine.distributed import all_gather_cat, barrier, init_from_env
-    from deepclust.engine.trainer import NO_BUFFER_SYNC, build_method, build_optimizer
+    from deepclust.engine.trainer import (
+        NO_BUFFER_SYNC,
+        build_method,
+        build_optimizer,
+        optimisation_step,
+    )
     from deepclust.methods import StepInfo
 
     dist = init_from_env("cpu")
@@ -83,13 +88,7 @@ def worker(args: argparse.Namespace) -> None:
         barrier()
         t2 = time.perf_counter()
         info = StepInfo(0, step, step, args.warmup + args.steps, args.warmup + args.steps, idx)
-        losses = model(views, info)
-        loss = torch.stack([v.float() for v in losses.values()]).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        method.before_optimizer_step(info)
-        optimizer.step()
-        method.after_optimizer_step(info)
+        optimisation_step(method, model, optimizer, views, info)
         t3 = time.perf_counter()
         times = all_gather_cat(torch.tensor([[t1 - t0, t3 - t2]], dtype=torch.float64))
         if step >= args.warmup:

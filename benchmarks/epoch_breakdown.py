@@ -48,6 +48,7 @@ from deepclust.engine.trainer import (
     build_method,
     build_optimizer,
     device_description,
+    optimisation_step,
     resolve_device,
 )
 from deepclust.methods import METHODS, StepInfo
@@ -161,14 +162,7 @@ def time_epoch(
         timer.sync()
         t1 = time.perf_counter()
         info = StepInfo(0, i, i, len(batches), total, idx.to(device))
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            losses = method.training_step(views, info)
-        loss = torch.stack([v.float() for v in losses.values()]).sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        method.before_optimizer_step(info)
-        optimizer.step()
-        method.after_optimizer_step(info)
+        loss, _ = optimisation_step(method, method, optimizer, views, info, amp)
         timer.sync()
         t2 = time.perf_counter()
         if i == args.warmup_steps - 1:

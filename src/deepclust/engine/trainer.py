@@ -227,6 +227,32 @@ def match_parameter_layout(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
+def optimisation_step(
+    method: Method,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    views: list[torch.Tensor],
+    info: StepInfo,
+    amp: torch.dtype | None = None,
+    grad_clip: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step: forward through `model` (the method, or its DDP wrapper), summed
+    losses, backward, the method's hooks around the optimiser step -> (loss, named losses),
+    still on the device."""
+    device_type = views[0].device.type
+    with torch.autocast(device_type, dtype=amp, enabled=amp is not None):
+        losses = model(views, info)
+    loss = torch.stack([v.float() for v in losses.values()]).sum()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    method.before_optimizer_step(info)
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+    optimizer.step()
+    method.after_optimizer_step(info)
+    return loss, losses
+
+
 def check_auxiliary_stream(stream: AuxiliaryStream, method: str, world_size: int) -> None:
     """Raise ConfigError when a method's auxiliary batches cannot be drawn."""
     if stream.batch_size < 1 or stream.batch_size % world_size:
@@ -714,16 +740,9 @@ class Trainer:
             factor = lr_factor(step, cfg.train.schedule, steps_per_epoch, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                losses = model(views, info)
-            loss = torch.stack([v.float() for v in losses.values()]).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            method.before_optimizer_step(info)
-            if cfg.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            method.after_optimizer_step(info)
+            loss, losses = optimisation_step(
+                method, model, optimizer, views, info, amp, cfg.train.grad_clip
+            )
             means.add({"loss": loss, **losses})
             images_seen += sum(v.shape[0] for v in views)
             if not bar.disable and i % PROGRESS_EVERY == 0:
