@@ -42,7 +42,14 @@ class FeatureClustering(Method):
         return F.normalize(feats, dim=1) if self.params.l2_normalize else feats
 
     def on_train_end(self, ctx: FitContext) -> None:
-        feats = ctx.extract(self._prepared, desc=f"features for {self.name}").cpu()
+        # Eval mode, as in predict_proba: BatchNorm's running statistics, not the batch's
+        # (which would also overwrite the running statistics the predictions then use).
+        was_training = self.training
+        self.eval()
+        try:
+            feats = ctx.extract(self._prepared, desc=f"features for {self.name}").cpu()
+        finally:
+            self.train(was_training)
         labels = torch.as_tensor(self.fit_labels(feats.numpy(), ctx.seed), dtype=torch.long)
         counts = torch.bincount(labels, minlength=self.num_clusters).clamp_min(1)
         centroids = (
