@@ -142,9 +142,11 @@ def test_criteria_never_read_labels(toy_runs):
     assert all(torch.equal(before[k], after[k]) for k in before)  # the loss used a copy
 
 
-def test_runs_of_one_frozen_encoder_share_its_forward_passes(toy_runs):
+def test_runs_of_one_frozen_encoder_share_its_forward_passes(toy_runs, monkeypatch, tmp_path):
     """Scoring two runs of a frozen encoder costs its forward passes once, not twice, and
-    gives the same scores as without the memory."""
+    gives the same scores as without the memory; with the feature cache on, scoring again
+    costs no pass at all."""
+    monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")  # the in-memory sharing alone
     calls = []
 
     class CountingFlatten(torch.nn.Flatten):
@@ -173,6 +175,11 @@ def test_runs_of_one_frozen_encoder_share_its_forward_passes(toy_runs):
     assert two == one and 0 < one < one_plain
     assert two_rows == plain_rows
     assert {**two_rows[0], "consensus": None} == one_rows[0]  # consensus needs 2+ runs
+    monkeypatch.delenv("DEEPCLUST_NO_CACHE")
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path))
+    first_rows, first = scored(2, remember=False)
+    again_rows, again = scored(2, remember=False)
+    assert first == one and again == 0 and first_rows == again_rows == plain_rows
 
 
 def test_select_ranks_and_compares(toy_runs, tmp_path):

@@ -101,8 +101,24 @@ class LoadedRun:
     def eval_transform(self) -> EvalTransform:
         return evaluation_transform(self.config, self.method)
 
+    @property
+    def frozen(self) -> bool:
+        """True when the encoder is frozen: its features come from the feature cache."""
+        return not self.method.encoder.trainable
+
+    def _inputs(self, images: ImageSet, progress: bool) -> ImageSet | torch.Tensor:
+        """What the method reads: the images, or a frozen encoder's cached features [N, D]."""
+        if not self.frozen:
+            return images
+        from deepclust.engine.frozen import clean_features
+
+        amp = autocast_dtype(self.config, self.device)
+        return clean_features(self.method.encoder, images, self.config, self.device, amp, progress)
+
     @torch.no_grad()
-    def predict_proba(self, images: ImageSet, batch_size: int | None = None) -> torch.Tensor:
+    def predict_proba(
+        self, images: ImageSet, batch_size: int | None = None, progress: bool = True
+    ) -> torch.Tensor:
         """uint8 images of the run's size -> cluster probabilities [N,K] (CPU)."""
         if images.image_size != (self.meta["image_size"],) * 2:
             raise DeepclustError(
@@ -110,23 +126,27 @@ class LoadedRun:
                 f"{self.meta['image_size']} px images."
             )
         self.method.eval()
-        bs = batch_size or self.config.train.eval_batch_size
         return run_batched(
             self.method.predict_proba,
-            images,
+            self._inputs(images, progress),
             self.eval_transform,
             self.device,
-            bs,
+            batch_size or self.config.train.eval_batch_size,
             autocast_dtype(self.config, self.device),
         ).cpu()
 
     @torch.no_grad()
-    def features(self, images: ImageSet, batch_size: int | None = None) -> torch.Tensor:
+    def features(
+        self, images: ImageSet, batch_size: int | None = None, progress: bool = True
+    ) -> torch.Tensor:
         """uint8 images of the run's size -> encoder features [N,D] (CPU, float32)."""
         self.method.eval()
+        inputs = self._inputs(images, progress)
+        if isinstance(inputs, torch.Tensor):
+            return inputs.float().cpu()
         return run_batched(
             self.method.features,
-            images,
+            inputs,
             self.eval_transform,
             self.device,
             batch_size or self.config.train.eval_batch_size,
@@ -795,7 +815,7 @@ def report(
                 rows.append({"label": "the other split", **evaluate(run, other)})
     index = sel.subsample_index(len(data), max_points)
     index = torch.arange(len(data)) if index is None else index
-    feats = run.features(data.subset(index)).numpy().astype(np.float64)
+    feats = run.features(data)[index].numpy().astype(np.float64)
     points = _embed(feats, embedding)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     shift_file = run_dir / "shift.json"

@@ -19,15 +19,18 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from deepclust.data.readers import cache_root
 from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator, eval_images
 from deepclust.encoders.base import Encoder
 from deepclust.engine.machine import load_average
+from deepclust.progress import bar as progress_bar
 
 CHUNK = 2048
+# Memory for one extraction batch of a frozen encoder (activations, not the weights); the
+# batch is the largest that fits (see extraction_batch_size). DEEPCLUST_EXTRACT_MB overrides.
+EXTRACT_BUDGET_MB = 512
 # Names the preprocessing algorithm (eval_images: shorter side resized bilinear with
 # antialias, centre crop; the view functions below) and the key's layout. Change it when
 # either changes, so features computed the old way are never read back.
@@ -37,7 +40,7 @@ PREPROCESSING = "v2:resize-shorter-bilinear-antialias,centre-crop"
 def images_fingerprint(images: torch.Tensor) -> str:
     h = hashlib.blake2b(digest_size=16)
     h.update(str(tuple(images.shape)).encode())
-    h.update(images.contiguous().numpy().tobytes())
+    h.update(images.contiguous().numpy().data)  # the buffer itself: no copy of the images
     return h.hexdigest()
 
 
@@ -102,7 +105,8 @@ def extract_features(
     seconds = 0.0  # extraction wall time, summed over the chunks of resumed sessions
     load_start = load_average()
     starts = range(0, n, CHUNK)
-    bar = tqdm(total=n, desc=f"features ({kind})", disable=not progress, leave=False, unit="img")
+    micro = 0  # encoder batch within the memory budget, set from the first input
+    bar = progress_bar(total=n, desc=f"features ({kind})", unit="img", show=progress)
     for c, start in enumerate(starts):
         done = partial / f"{c:05d}.safetensors" if partial is not None else None
         if done is not None and done.exists():
@@ -116,11 +120,13 @@ def extract_features(
             x = make_input(
                 images.images[b : min(b + batch_size, start + CHUNK, n)].to(device), b // batch_size
             )
-            with torch.autocast(
-                device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
-            ):
-                outs.append(encoder(x).float().cpu())
-            bar.update(x.shape[0])
+            micro = micro or extraction_batch_size(encoder, x[:1], batch_size)
+            for part in x.split(micro):
+                with torch.autocast(
+                    device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
+                ):
+                    outs.append(encoder(part).float().cpu())
+                bar.update(part.shape[0])
         chunk = torch.cat(outs)
         dt = time.perf_counter() - t0
         seconds += dt
@@ -141,6 +147,33 @@ def extract_features(
         save_atomic({"features": features}, target, info)
         shutil.rmtree(partial, ignore_errors=True)
     return features
+
+
+@torch.no_grad()
+def activation_bytes_per_image(encoder: Encoder, one_input: torch.Tensor) -> int:
+    """Peak activation memory of one input [1, ...] through `encoder`, estimated as three
+    times its largest module output (a block's input, output and a residual alive at once)."""
+    largest = [one_input.numel() * one_input.element_size()]
+
+    def hook(_module: torch.nn.Module, _inp: object, out: object) -> None:
+        if isinstance(out, torch.Tensor):
+            largest[0] = max(largest[0], out.numel() * out.element_size())
+
+    handles = [m.register_forward_hook(hook) for m in encoder.modules()]
+    try:
+        encoder(one_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * largest[0]
+
+
+def extraction_batch_size(encoder: Encoder, one_input: torch.Tensor, requested: int) -> int:
+    """The largest encoder batch up to `requested` whose activations fit the memory budget
+    (EXTRACT_BUDGET_MB, or DEEPCLUST_EXTRACT_MB)."""
+    budget = int(os.environ.get("DEEPCLUST_EXTRACT_MB", EXTRACT_BUDGET_MB)) * 2**20
+    per_image = activation_bytes_per_image(encoder, one_input)
+    return max(1, min(requested, budget // max(per_image, 1)))
 
 
 def extraction_info(

@@ -49,6 +49,40 @@ def nearest_neighbours(
     return torch.cat(out)
 
 
+def shared_extract(
+    encoder: Encoder,
+    images: ImageSet,
+    kind: str,
+    cfg: RunConfig,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    progress: bool,
+) -> torch.Tensor:
+    """extract_features through the cache, rank 0 first: processes that share the cache (one
+    node) would race on its chunk files, so rank 0 writes it and the others read it back."""
+    with rank_zero_first():
+        return extract_features(
+            encoder, images, kind, device, cfg.train.eval_batch_size, autocast_dtype, progress
+        )
+
+
+def clean_features(
+    encoder: Encoder,
+    images: ImageSet,
+    cfg: RunConfig,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    progress: bool,
+) -> torch.Tensor:
+    """The features [N, D] a frozen run trains and predicts on: the clean image's, averaged
+    with the mirrored image's when `encoder.tta_flip`; from the cache when present."""
+    feats = shared_extract(encoder, images, "clean", cfg, device, autocast_dtype, progress)
+    if cfg.encoder.tta_flip:
+        flip = shared_extract(encoder, images, "flip", cfg, device, autocast_dtype, progress)
+        feats = (feats + flip) / 2
+    return feats
+
+
 @dataclass
 class FrozenFeatures:
     """fit: [C, N, D] copies of the fit set (copy 0 = clean); eval: [M, D]; scale: [D] per-dim std;
@@ -70,24 +104,10 @@ class FrozenFeatures:
         progress: bool,
     ) -> FrozenFeatures:
         def extract(images: ImageSet, kind: str) -> torch.Tensor:
-            # Processes that share the feature cache (one node) would race on its chunk files:
-            # rank 0 extracts and writes it first, then the others read it back.
-            with rank_zero_first():
-                return extract_features(
-                    encoder,
-                    images,
-                    kind,
-                    device,
-                    cfg.train.eval_batch_size,
-                    autocast_dtype,
-                    progress,
-                )
+            return shared_extract(encoder, images, kind, cfg, device, autocast_dtype, progress)
 
         def clean(images: ImageSet) -> torch.Tensor:
-            feats = extract(images, "clean")
-            if cfg.encoder.tta_flip:  # test-time view: average with the mirrored image
-                feats = (feats + extract(images, "flip")) / 2
-            return feats
+            return clean_features(encoder, images, cfg, device, autocast_dtype, progress)
 
         fit_clean = clean(fit_set)
         copies = [fit_clean] + [
