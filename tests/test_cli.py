@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from deepclust.cli import main
+from deepclust.evaluation.predictions import COLUMNS
 
 
 def run(capsys, *argv):
@@ -69,7 +70,7 @@ def test_train_evaluate_predict(digits_run, capsys, tmp_path):
             str(tmp_path / "p.csv"),
         )
     rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
-    assert code == 0 and len(rows) == 5 and set(rows[0]) == {"path", "cluster", "confidence"}
+    assert code == 0 and len(rows) == 5 and list(rows[0]) == COLUMNS
     assert all(0 <= int(r["cluster"]) < 10 and 0 < float(r["confidence"]) <= 1 for r in rows)
 
 

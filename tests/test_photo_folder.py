@@ -37,3 +37,54 @@ def test_kmeans_fits_the_features_it_predicts_with(separable_images, tmp_path, o
     assert (again == stored).all()
     bn = [m for m in run.method.encoder.modules() if hasattr(m, "running_mean")]
     assert bn and all(float(m.running_var.sub(1).abs().max()) == 0 for m in bn)
+
+
+def test_plan_steps_scales_small_sets_and_leaves_large_ones():
+    from deepclust.engine.schedule import plan_steps
+
+    assert plan_steps(10_000, 256, 5, 150) == (256, 5)  # 39 steps an epoch: as configured
+    assert plan_steps(300, 256, 5, 150) == (32, 17)  # 9 steps an epoch, 153 in all
+    assert plan_steps(1_000, 256, 5, 150) == (120, 19)
+    assert plan_steps(40, 256, 5, 150) == (32, 150)  # never under 32 images a batch
+    assert plan_steps(300, 256, 5, 0) == (256, 5) and plan_steps(300, 256, 0, 150) == (256, 0)
+
+
+def test_warmup_fraction_scales_with_the_run():
+    from deepclust.config import ScheduleConfig
+    from deepclust.engine.schedule import lr_factor, warmup_steps
+
+    cfg = ScheduleConfig(name="cosine", warmup_fraction=0.25)
+    assert warmup_steps(cfg, 10, 200) == 50 and warmup_steps(cfg, 10, 40) == 10
+    assert lr_factor(9, cfg, 10, 40) == 1.0 and lr_factor(4, cfg, 10, 40) == 0.5
+
+
+def test_schedule_warnings_name_what_never_ended():
+    from deepclust.evaluation.health import Schedule, schedule_warnings
+
+    short = schedule_warnings(Schedule(5, 50, {"the prototype freeze": 50}))
+    assert len(short) == 3
+    assert "inside its learning-rate warm-up (5 optimiser steps, warm-up 50)" in short[0]
+    assert "the prototype freeze lasted the whole run (50 of 5 steps)" in short[1]
+    assert "only 5 optimiser steps" in short[2]
+    assert schedule_warnings(Schedule(195, 49, {"the prototype freeze": 49})) == []
+    assert schedule_warnings(Schedule(0, 50)) == []  # no gradient training: nothing to say
+
+
+def test_prediction_warnings_see_collapse_emptiness_and_flat_confidence():
+    from deepclust.evaluation.health import prediction_warnings
+
+    k, n = 10, 300
+    rng = np.random.default_rng(0)
+    healthy = np.eye(k)[np.arange(n) % k] * 0.8 + 0.02
+    assert prediction_warnings(healthy, trained=True) == []
+    collapsed = np.full((n, k), 0.1)
+    collapsed[:156, 0] = collapsed[156:, 1:9] = 0.12  # 156 in one cluster, cluster 9 empty
+    collapsed[156:, 1:9] += rng.random((n - 156, 8)) * 0.01
+    text = " | ".join(prediction_warnings(collapsed, trained=True))
+    assert "1 of 10 clusters are empty (clusters 9)" in text
+    assert "cluster 0 holds 52% of the images" in text
+    assert "confidences are near uniform (mean 0.12; uniform is 0.10)" in text
+    assert "near uniform" not in " ".join(prediction_warnings(collapsed, trained=False))
+    tiny = healthy.copy()
+    tiny[np.arange(0, 280, k)] = np.eye(k)[1]  # cluster 0 keeps 2 of its 30 images
+    assert any("tiny cluster(s) (clusters 0)" in w for w in prediction_warnings(tiny, True))

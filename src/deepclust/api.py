@@ -38,6 +38,7 @@ from deepclust.engine.trainer import (
 )
 from deepclust.errors import CheckpointError, ConfigError, DeepclustError
 from deepclust.evaluation.metrics import score
+from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
 from deepclust.methods import Method
 
 
@@ -297,7 +298,8 @@ def predict(
     bad_images: str = "skip",
     features: bool = False,
 ) -> list[dict[str, Any]]:
-    """Cluster new images (files or folders). Returns rows {path, cluster, confidence}; writes CSV if `out`.
+    """Cluster new images (files or folders). Returns rows {index, path, cluster, confidence,
+    name, label} (evaluation/predictions.py); writes them as CSV if `out`.
 
     features=True also writes the encoder features as float32 [N, D] to
     `features_path(out)` (row i = CSV row i), e.g. predictions.csv -> predictions.features.npy.
@@ -307,21 +309,10 @@ def predict(
     run = load_run(run_dir, device)
     images = load_image_paths(paths, image_size=run.meta["image_size"], bad_images=bad_images)
     probs = run.predict_proba(images)
-    conf, cluster = probs.max(1)
-    rows = [
-        {"path": p, "cluster": int(c), "confidence": round(float(q), 4)}
-        for p, c, q in zip(images.paths or [], cluster, conf, strict=True)
-    ]
-    names = read_cluster_names(run.run_dir, probs.shape[1])
-    if names:  # e.g. SIC: the cluster's nearest nouns
-        for row in rows:
-            row["name"] = names.get(row["cluster"], "")
+    names = read_cluster_names(run.run_dir, probs.shape[1])  # e.g. SIC's nearest nouns
+    rows = prediction_rows(probs, images.paths, None, names)
     if out is not None:
-        with open(out, "w", newline="") as fh:
-            fields = ["path", "cluster", "confidence"] + (["name"] if names else [])
-            writer = csv.DictWriter(fh, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(rows)
+        write_predictions_csv(out, rows)
         if features:
             np.save(features_path(out), run.features(images).numpy().astype(np.float32))
     return rows

@@ -1,4 +1,7 @@
-"""Command-line interface: parses arguments and calls deepclust.api (nothing else lives here)."""
+"""Command-line interface: parses arguments and calls deepclust.api (nothing else lives here).
+
+Imports of torch and the rest happen inside the commands, so `deepclust --help` is instant.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +11,41 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deepclust import api
-from deepclust.config import parse_overrides
+from deepclust import __version__, progress
 from deepclust.errors import DeepclustError
-from deepclust.evaluation.selection import CRITERIA as _CRITERIA
-from deepclust.evaluation.shift import CORRUPTIONS
 
-CRITERIA = list(_CRITERIA)
+# Kept here so that building the parser imports nothing heavy; tests/test_cli.py checks
+# they equal evaluation.selection.CRITERIA and evaluation.shift.CORRUPTIONS.
+CRITERIA = ["views", "consensus", "silhouette", "calinski_harabasz", "loss"]
+CORRUPTIONS = [
+    "gaussian_noise",
+    "shot_noise",
+    "gaussian_blur",
+    "defocus_blur",
+    "contrast",
+    "brightness",
+    "jpeg",
+    "pixelate",
+]
+DEVICES = ["auto", "cpu", "cuda"]
 
 
-def _train_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a method on a dataset and write a run folder")
+class _LazyApi:
+    """deepclust.api, imported on first use (it imports torch)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from deepclust import api as real
+
+        return getattr(real, name)
+
+
+api = _LazyApi()
+
+
+def _train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "train", parents=[common], help="train a method on a dataset and write a run folder"
+    )
     p.add_argument("--method", help="clustering method (deepclust list methods)")
     p.add_argument("--dataset", help="dataset name (deepclust list datasets)")
     p.add_argument("--data-dir", help="folder holding the dataset")
@@ -31,9 +58,11 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         choices=["train-test", "all"],
         help="train-test: fit on train, evaluate on test; all: fit and evaluate on train+test",
     )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--seed", type=int)
-    p.add_argument("--out", help="run folder (default runs/<method>-<dataset>-<time>)")
+    p.add_argument(
+        "--out", metavar="RUN_DIR", help="run folder (default runs/<method>-<dataset>-<time>)"
+    )
     p.add_argument("--config", help="YAML config file")
     p.add_argument(
         "--set",
@@ -48,7 +77,6 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--seeds",
         type=int,
@@ -75,6 +103,8 @@ FLAG_KEYS = {
 
 
 def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    from deepclust.config import parse_overrides
+
     items = [
         (key, getattr(args, flag))
         for flag, key in FLAG_KEYS.items()
@@ -82,7 +112,7 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
     ]
     if args.download:
         items.append(("data.download", True))
-    if args.no_progress:
+    if not progress.enabled():
         items.append(("train.progress", False))
     return items + parse_overrides(args.set)
 
@@ -137,6 +167,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         )
     else:
         print(f"{summary['method']} on {where}: no labels to score; predictions written.")
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def _score_line(r: dict[str, Any]) -> str:
@@ -147,8 +179,53 @@ def _score_line(r: dict[str, Any]) -> str:
     )
 
 
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from deepclust.config import parse_overrides
+    from deepclust.photo_folder import cluster_folder
+
+    res = cluster_folder(
+        args.photos,
+        args.k,
+        args.out,
+        method=args.method,
+        image_size=args.image_size,
+        seed=args.seed,
+        device=args.device,
+        export=args.export,
+        copy=args.copy,
+        report=not args.no_report,
+        overrides=[
+            *([("train.progress", False)] if not progress.enabled() else []),
+            *parse_overrides(args.set),
+        ],
+    )
+    s = res.summary
+    print(
+        f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
+        f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"
+    )
+    width = len(f"{max(res.sizes):,}")
+    for c, (size, ex) in enumerate(zip(res.sizes, res.examples, strict=True)):
+        print(f"  cluster {c:>2d}: {size:>{width},} images  e.g. {', '.join(ex)}")
+    if s.get("metrics"):
+        m = s["metrics"]
+        print(
+            f"scored against the {len(s.get('class_names') or [])} sub-folders as classes "
+            f"(never used to fit): ACC {m['acc']:.4f}  NMI {m['nmi']:.4f}  ARI {m['ari']:.4f}"
+        )
+    for warning in res.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"run folder: {res.run_dir}")
+    print("  predictions.csv  one row per photo: path, cluster, confidence")
+    if res.report:
+        print(f"  report.html      open it in a browser: {res.report.resolve().as_uri()}")
+    if res.export:
+        print(f"  clusters/        one folder per cluster ({'copies' if args.copy else 'links'})")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    if args.split == "both" or args.protocol == "both":
+    if args.split == "both" or args.protocol == "both":  # --protocol both: the old spelling
         results = api.evaluate_protocols(args.run_dir, device=args.device)
         if args.json:
             print(json.dumps({"run_dir": str(args.run_dir), "evaluations": results}))
@@ -284,7 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         embedding=args.embedding,
         per_cluster=args.per_cluster,
         max_points=args.max_points,
-        protocols=args.protocol,
+        protocols="both" if "both" in (args.split, args.protocol) else "run",
     )
     print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
     return 0
@@ -303,45 +380,100 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in DATASETS.names():
             info = dataset_info(name)
             print(f"{name:16s} {info.description}")
-    else:
+    elif args.what == "encoders":
         for name in ENCODERS.names():
             print(f"{name:16s} {ENCODERS.get(name).description}")
+    else:
+        from deepclust.config import packaged_configs
+
+        for method, name, line in packaged_configs():
+            print(f"{method:10s} {name:14s} {line}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from deepclust.demo import run_demo
 
-    run_demo(out=Path(args.out), progress=not args.no_progress)
+    run_demo(out=Path(args.out), progress=progress.enabled())
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="deepclust", description="Deep image clustering.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _train_parser(sub)
-    p = sub.add_parser("evaluate", help="score a run folder against labels")
-    p.add_argument("run_dir")
+def _run_parser(
+    sub: argparse._SubParsersAction, common: argparse.ArgumentParser, name: str, text: str
+) -> argparse.ArgumentParser:
+    """A subcommand that reads a run folder (positional RUN_DIR) on a chosen device."""
+    p = sub.add_parser(name, parents=[common], help=text)
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    return p
+
+
+def _split_arguments(p: argparse.ArgumentParser, choices: list[str], text: str) -> None:
+    """--split, the one name for 'which images are scored' (--protocol is training's word)."""
+    p.add_argument("--split", choices=choices, help=text)
+    # the earlier spelling of --split both on evaluate and report
+    p.add_argument("--protocol", choices=["run", "both"], default="run", help=argparse.SUPPRESS)
+
+
+def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "cluster",
+        parents=[common],
+        help="group a folder of photos (no labels needed): run folder, CSV, report",
+        description="Cluster every image under PHOTOS (recursively; any size or mode) with the "
+        "best frozen recipe: IMC-SwAV heads on EfficientNet-Lite2 features. Images in class "
+        "folders are also scored against the folder names (never used to fit).",
+    )
+    p.add_argument("photos", metavar="PHOTOS", help="folder of images")
+    p.add_argument("--k", type=int, required=True, help="number of clusters")
     p.add_argument(
-        "--split",
-        choices=["test", "train", "all", "both"],
-        help="default: the run's protocol; both = --protocol both",
+        "--out", metavar="RUN_DIR", help="run folder (default runs/<folder>-clusters-<time>)"
     )
     p.add_argument(
-        "--protocol",
-        choices=["run", "both"],
-        default="run",
-        help="both: the run's evaluation and the other side of the fit (train->test runs: "
-        "test and train; train+test runs: train+test and its test part), each labelled",
+        "--export",
+        action="store_true",
+        help="RUN_DIR/clusters/<id>/: links to each cluster's photos",
+    )
+    p.add_argument("--copy", action="store_true", help="with --export: copies instead of links")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        help="stored side in px (default: the photos' median shorter side, at most 224)",
+    )
+    p.add_argument("--method", default="imc-swav", help="method of the frozen recipe")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--no-report", action="store_true", help="skip RUN_DIR/report.html")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
+    p.set_defaults(func=cmd_cluster)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not undo `deepclust --no-progress CMD`
+    common.add_argument(
+        "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    parser = argparse.ArgumentParser(
+        prog="deepclust", description="Deep image clustering.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _cluster_parser(sub, common)
+    _train_parser(sub, common)
+    p = _run_parser(sub, common, "evaluate", "score a run folder against labels")
+    _split_arguments(
+        p,
+        ["test", "train", "all", "both"],
+        "images to score (default: the run's evaluation split); both: the run's evaluation and "
+        "the other side of the fit (train->test runs: test and train; train+test runs: "
+        "train+test and its test part), each labelled",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("predict", help="cluster new images with a trained run")
-    p.add_argument("run_dir")
+    p = _run_parser(sub, common, "predict", "cluster new images with a trained run")
     p.add_argument("paths", nargs="+", help="image files or folders")
-    p.add_argument("--out", default="predictions.csv")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--out", default="predictions.csv", metavar="FILE.csv")
     p.add_argument("--fail-on-bad-images", action="store_true", help="stop at an unreadable image")
     p.add_argument(
         "--features",
@@ -349,53 +481,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write encoder features, float32 [N, D], to <out stem>.features.npy",
     )
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("select", help="rank runs (seeds, variants) without labels")
+    p = sub.add_parser(
+        "select", parents=[common], help="rank runs (seeds, variants) without labels"
+    )
     p.add_argument("run_dirs", nargs="+", help="run folders, or a --seeds folder")
     p.add_argument(
         "--criterion", choices=CRITERIA, help="default: consensus for 3+ runs, else views"
     )
     p.add_argument("--max-images", type=int, default=2000, help="evaluation images used")
-    p.add_argument("--out", help="JSON file (default: selection.json next to the runs)")
+    p.add_argument("--out", metavar="FILE.json", help="default: selection.json next to the runs")
     p.add_argument(
         "--no-labels", action="store_true", help="skip the comparison with the best-by-labels"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.set_defaults(func=cmd_select)
-    p = sub.add_parser("shift", help="score a run on corrupted copies of its evaluation split")
-    p.add_argument("run_dir")
+    p = _run_parser(sub, common, "shift", "score a run on corrupted copies of its evaluation split")
     p.add_argument(
-        "--corruptions",
-        nargs="+",
-        metavar="NAME",
-        help=f"default all: {', '.join(CORRUPTIONS)}",
+        "--corruptions", nargs="+", metavar="NAME", help=f"default all: {', '.join(CORRUPTIONS)}"
     )
     p.add_argument("--severities", default="1,2,3,4,5", help="e.g. 1,3,5 or 1-5")
     p.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     p.add_argument("--max-images", type=int, help="evaluate on a fixed random subset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_shift)
-    p = sub.add_parser("report", help="write a self-contained HTML report of a run")
-    p.add_argument("run_dir")
-    p.add_argument("--out", help="HTML file (default RUN_DIR/report.html)")
+    p = _run_parser(sub, common, "report", "write a self-contained HTML report of a run")
+    p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/report.html")
     p.add_argument("--embedding", choices=["pca", "tsne"], default="pca")
     p.add_argument("--per-cluster", type=int, default=12, help="sample images per cluster")
     p.add_argument("--max-points", type=int, default=2000, help="points in the embedding plot")
-    p.add_argument(
-        "--protocol",
-        choices=["run", "both"],
-        default="run",
-        help="both: also score the other split",
-    )
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _split_arguments(p, ["run", "both"], "both: also score the other split")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("list", help="list methods, datasets or encoders")
-    p.add_argument("what", choices=["methods", "datasets", "encoders"])
+    p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
+    p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
     p.set_defaults(func=cmd_list)
-    p = sub.add_parser("demo", help="cluster scikit-learn's digits on the CPU (no download)")
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--no-progress", action="store_true")
+    p = sub.add_parser(
+        "demo", parents=[common], help="cluster scikit-learn's digits on the CPU (no download)"
+    )
+    p.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
     p.set_defaults(func=cmd_demo)
     sub.choices["train"].set_defaults(func=cmd_train)
     return parser
@@ -403,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "no_progress", False):
+        progress.disable_all()
     try:
         return args.func(args)
     except DeepclustError as e:

@@ -70,6 +70,9 @@ class ScheduleConfig:
     name: Literal["constant", "multistep", "cosine"] = "constant"
     warmup_iters: int = 0  # linear warm-up, in iterations (added to warmup_epochs)
     warmup_epochs: int = 0
+    # + this fraction of the run's optimiser steps: warm-up that scales with the data (the
+    # frozen recipes); the paper configs keep their absolute warmup_iters / warmup_epochs
+    warmup_fraction: float = 0.0
     milestones: tuple[int, ...] = ()  # epochs, for multistep
     gamma: float = 0.1
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of the base lr
@@ -87,6 +90,9 @@ class TrainConfig:
     eval_every: int = 1  # epochs; 0 = only at the end
     checkpoint_every: int = 1  # epochs
     max_steps_per_epoch: int | None = None  # cap for quick runs and benchmarks
+    # > 0: at least this many optimiser steps. A small fit set gets smaller batches (at least
+    # 8 an epoch, none under 32 images) and more epochs; see engine/schedule.plan_steps
+    min_steps: int = 0
     progress: bool = True
     sync_batchnorm: bool = True  # under torchrun: BatchNorm statistics over the global batch
     # Speed switches (see README "Speed"); none changes what is computed, only how fast.
@@ -225,6 +231,15 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
             raise ConfigError(f"--set expects key=value (e.g. train.epochs=10); got '{item}'.")
         key, raw = item.split("=", 1)
         out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def packaged_configs() -> list[tuple[str, str, str]]:
+    """(method, config name, the file's first comment line) for every packaged config."""
+    out = []
+    for path in sorted(CONFIG_ROOT.glob("*/*.yaml")):
+        first = path.read_text().splitlines()[0] if path.stat().st_size else ""
+        out.append((path.parent.name, path.stem, first.lstrip("# ").strip()))
     return out
 
 

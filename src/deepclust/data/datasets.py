@@ -603,6 +603,44 @@ def _read_imagefolder(root: Path, split: str, opts: ReadOptions) -> ImageSet:
     return _decoded_imageset(root, rels, labels, names, name, opts, f"imagefolder-{name}")
 
 
+# --------------------------------------------------------------------------- photos
+
+# Photos are stored at the typical (median) shorter side of the collection, at most this:
+# the input size of the default frozen encoders, which resize to it anyway. Small images
+# (e.g. 32 px CIFAR files) stay at their size instead of being upsampled twice.
+PHOTO_MAX_SIDE = 224
+
+
+def photo_files(root: Path) -> tuple[list[str], list[int], list[str]]:
+    """(relative paths, labels, class names) of every image under root, recursively.
+
+    Class folders count as classes (scored, never used to fit) only when every image sits
+    inside a first-level sub-folder and there are at least two; otherwise all are unlabelled.
+    """
+    files = readers.images_in(root, recursive=True)
+    if not files:
+        raise _no_images(root)
+    tops = [f.split("/", 1)[0] if "/" in f else None for f in files]
+    classes = sorted({t for t in tops if t is not None})
+    if None in tops or len(classes) < 2:
+        return files, [-1] * len(files), []
+    label_of = {c: i for i, c in enumerate(classes)}
+    return files, [label_of[t] for t in tops], classes  # type: ignore[index]
+
+
+def photo_store_side(root: Path, files: list[str]) -> int:
+    """The stored side of a photo collection: its median shorter side, at most PHOTO_MAX_SIDE."""
+    side = readers.typical_shorter_side([str(root / f) for f in files])
+    return min(side or PHOTO_MAX_SIDE, PHOTO_MAX_SIDE)
+
+
+def _read_photos(root: Path, split: str, opts: ReadOptions) -> ImageSet:
+    files, labels, names = photo_files(root)
+    if opts.image_size is None:
+        opts = ReadOptions(photo_store_side(root, files), opts.bad_images)
+    return _decoded_imageset(root, files, labels, names, root.name, opts, f"photos-{root.name}")
+
+
 # --------------------------------------------------------------------------- digits
 
 
@@ -788,6 +826,24 @@ _register(
         lambda folder: folder,
         "",
         available=_folder_available,
+    )
+)
+_register(
+    DatasetEntry(
+        DatasetInfo(
+            "photos",
+            "A folder of photos, searched recursively, any sizes and modes (resized: shorter "
+            f"side to the median shorter side, at most {PHOTO_MAX_SIDE} px, centre crop); "
+            "first-level folders are classes (scored only) when every image sits in one",
+            ("train",),
+            None,
+            None,
+            "photos",
+            f"point --data-dir at a folder of images ({readers.extensions_text()})",
+        ),
+        _read_photos,
+        lambda folder: folder,
+        "",
     )
 )
 _register(

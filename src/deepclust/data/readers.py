@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from deepclust.errors import ConfigError, DataError
+from deepclust.progress import bar as progress_bar
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -296,6 +297,9 @@ def _size_mismatch_error(
     )
 
 
+PROGRESS_FROM = 500  # files: smaller sets decode in about a second, without a bar
+
+
 def decode_files(
     paths: Sequence[str],
     size: int | None,
@@ -332,15 +336,19 @@ def decode_files(
     remaining = n - start
     step = max(32, min(1024, -(-remaining // (workers * 8)))) if remaining else 1
     mismatched: list[tuple[int, tuple[int, int]]] = []
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        pending = {
-            pool.submit(_decode_chunk, paths, s, min(s + step, n), size, out)
+    shown = progress_bar(total=n, desc="decoding images", unit="img", show=n >= PROGRESS_FROM)
+    with shown as bar, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        bar.update(start)
+        sizes = {
+            pool.submit(_decode_chunk, paths, s, min(s + step, n), size, out): min(step, n - s)
             for s in range(start, n, step)
         }
+        pending = set(sizes)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 errors, wrong = fut.result()
+                bar.update(sizes[fut])
                 if errors and bad_images == "fail":
                     for p in pending:
                         p.cancel()
@@ -489,6 +497,20 @@ def images_in(folder: Path, recursive: bool = False) -> list[str]:
         prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
         found.extend(prefix + f for f in sorted(filenames) if is_image_file(f))
     return found
+
+
+def typical_shorter_side(paths: Sequence[str], sample: int = 200) -> int | None:
+    """The median shorter side (px) of up to `sample` evenly spaced files, read from their
+    headers only (no decoding); None when none can be opened."""
+    step = max(1, len(paths) // sample)
+    sides = []
+    for path in paths[::step][:sample]:
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+        except Exception:  # unreadable files are reported by the decoder
+            continue
+    return int(np.median(sides)) if sides else None
 
 
 def class_folders(folder: Path) -> list[str]:

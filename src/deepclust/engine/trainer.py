@@ -8,6 +8,7 @@ hooks, evaluates, logs JSON lines and writes atomic checkpoints. Randomness is k
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -36,10 +37,12 @@ from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.machine import cpu_model
 from deepclust.engine.sampler import epoch_batches, num_batches, stream_batches
-from deepclust.engine.schedule import lr_factor
+from deepclust.engine.schedule import lr_factor, plan_steps, warmup_steps
 from deepclust.engine.transfer import to_device
 from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
+from deepclust.evaluation.health import Schedule, prediction_warnings, schedule_warnings
 from deepclust.evaluation.metrics import score
+from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
 from deepclust.methods import METHODS, Method, StepInfo
 from deepclust.methods.base import AuxiliaryStream
 
@@ -279,6 +282,27 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return diffs
 
 
+def health_warnings(
+    method: Method, schedule: dict[str, int], steps_per_epoch: int, probs: torch.Tensor
+) -> list[str]:
+    """The run-health warnings of a finished run (evaluation/health.py)."""
+    total = schedule["steps"]
+    phases = method.learning_phases(total, steps_per_epoch) if total else {}
+    plan = Schedule(total, schedule["warmup_steps"], phases)
+    return schedule_warnings(plan) + prediction_warnings(probs.numpy(), trained=total > 0)
+
+
+def planned_config(cfg: RunConfig, num_samples: int) -> RunConfig:
+    """cfg with the batch size and epochs of plan_steps (train.min_steps) for this fit set."""
+    t = cfg.train
+    batch, epochs = plan_steps(num_samples, t.batch_size, t.epochs, t.min_steps)
+    if (batch, epochs) == (t.batch_size, t.epochs):
+        return cfg
+    planned = copy.deepcopy(cfg)
+    planned.train.batch_size, planned.train.epochs = batch, epochs
+    return planned
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -465,6 +489,7 @@ class Trainer:
         )
         if len(fit_set) == 0:
             raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
+        cfg = self.cfg = planned_config(cfg, len(fit_set))
         k = resolve_num_clusters(cfg, fit_set, eval_set)
         image_size = fit_set.image_size[0]
         method = build_method(cfg, k, image_size, len(fit_set)).to(device)
@@ -672,9 +697,15 @@ class Trainer:
             "wall_time_s": round(time.time() - t_start, 2),
             "metrics": scores,
         }
+        summary["schedule"] = {
+            "batch_size": cfg.train.batch_size,
+            "steps": total_steps,
+            "warmup_steps": warmup_steps(cfg.train.schedule, steps_per_epoch, total_steps),
+        }
+        summary["warnings"] = health_warnings(method, summary["schedule"], steps_per_epoch, probs)
         names = method.cluster_names()  # e.g. SIC's nearest nouns; read by evaluate/predict/report
         if dist.is_main:
-            write_predictions(self.run_dir / "predictions.csv", eval_set, probs)
+            write_predictions(self.run_dir / "predictions.csv", eval_set, probs, names)
             if names is not None:
                 (self.run_dir / "cluster_names.json").write_text(json.dumps(names, indent=1))
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -802,21 +833,9 @@ class Trainer:
         return scores, probs.cpu()
 
 
-def write_predictions(path: Path, data: ImageSet, probs: torch.Tensor) -> None:
-    """CSV: index, path, label, cluster, confidence (one row per image)."""
-    import csv
-
-    conf, cluster = probs.max(dim=1)
-    with open(path, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["index", "path", "label", "cluster", "confidence"])
-        for i in range(len(data)):
-            writer.writerow(
-                [
-                    i,
-                    data.paths[i] if data.paths else "",
-                    int(data.labels[i]),
-                    int(cluster[i]),
-                    f"{float(conf[i]):.4f}",
-                ]
-            )
+def write_predictions(
+    path: Path, data: ImageSet, probs: torch.Tensor, names: list[list[str]] | None
+) -> None:
+    """The run's predictions.csv (evaluation/predictions.py has the columns)."""
+    named = {c: ", ".join(words) for c, words in enumerate(names)} if names else None
+    write_predictions_csv(path, prediction_rows(probs, data.paths, data.labels, named))

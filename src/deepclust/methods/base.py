@@ -89,6 +89,11 @@ class Method(nn.Module):
         """A second batch of other fit-set rows every step (e.g. labelled images only), or None."""
         return None
 
+    def learning_phases(self, total_steps: int, steps_per_epoch: int) -> dict[str, int]:
+        """Phases at the start of a run (a sentence naming it -> its length in steps) during
+        which part of the method does not learn yet; read by the run-health checks."""
+        return {}
+
     def on_train_start(self, ctx: FitContext) -> None:
         """Once, before the first epoch (also on resume)."""
 

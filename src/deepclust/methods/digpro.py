@@ -402,6 +402,10 @@ class DigPro(Method):
         self._clustering = (steps, result)
         return result
 
+    def learning_phases(self, total_steps: int, steps_per_epoch: int) -> dict[str, int]:
+        warm = self.params.warmup_epochs * steps_per_epoch
+        return {"DigPro's warm-up (no prototype loss, no E-step pseudo-labels)": warm}
+
     def on_epoch_start(self, ctx: FitContext) -> None:
         if ctx.epoch < self.params.warmup_epochs:
             return

@@ -75,6 +75,7 @@ class IMCSwAVParams:
     logit_bound: float = 5.0
     logit_weight: float = 0.01
     freeze_prototypes_iters: int = 500
+    freeze_prototypes_fraction: float = 0.0  # + this fraction of the run's steps (frozen recipes)
     classifier_on_labelled_only: bool = False  # STL-10: the classifier's own labelled batches
     classifier_batch_size: int = 256  # their global size
 
@@ -158,8 +159,16 @@ class IMCSwAV(Method):
         w = self.prototypes.weight
         w.copy_(F.normalize(w, dim=1))
 
+    def frozen_prototype_steps(self, total_steps: int) -> int:
+        """Steps at the start of a run of `total_steps` during which the prototypes stay put."""
+        p = self.params
+        return p.freeze_prototypes_iters + round(p.freeze_prototypes_fraction * total_steps)
+
+    def learning_phases(self, total_steps: int, steps_per_epoch: int) -> dict[str, int]:
+        return {"the prototype freeze": self.frozen_prototype_steps(total_steps)}
+
     def before_optimizer_step(self, info: StepInfo) -> None:
-        if info.step < self.params.freeze_prototypes_iters:
+        if info.step < self.frozen_prototype_steps(info.total_steps):
             # None, not zero: with a zero gradient Adam's weight decay would still move them.
             self.prototypes.weight.grad = None
 

@@ -1,0 +1,171 @@
+"""One call for a folder of photos: the best frozen recipe, a run folder, a report, an export.
+
+`cluster_folder` is what `deepclust cluster PHOTOS --k N` runs: every image under the
+folder (recursively, any size or mode: see the `photos` dataset), fitted and scored on
+the same images (protocol `all`), with IMC-SwAV heads on frozen EfficientNet-Lite2
+features (the best recipe measured on frozen features, benchmarks/frozen_features.py).
+Labels are never used to fit; when the images sit in class folders they are scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepclust.config import RunConfig
+from deepclust.errors import ConfigError, DataError
+
+DEFAULT_METHOD = "imc-swav"
+RECIPE = "frozen"  # configs/<method>/frozen.yaml: heads on cached features of a frozen encoder
+
+
+@dataclass
+class ClusterResult:
+    run_dir: Path
+    summary: dict[str, Any]
+    sizes: list[int]  # images per cluster, cluster id order
+    examples: list[list[str]]  # a few file names per cluster
+    report: Path | None = None
+    export: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def photos_folder(photos: str | Path) -> Path:
+    """The absolute folder of photos, or a one-line error that says what to give instead."""
+    folder = Path(photos).expanduser()
+    if not folder.exists():
+        raise DataError(f"'{photos}' does not exist: give the folder that holds your photos.")
+    if not folder.is_dir():
+        raise DataError(
+            f"'{photos}' is a file: give the folder that holds the photos (searched recursively)."
+        )
+    return folder.resolve()
+
+
+def recipe_config(
+    folder: Path,
+    k: int,
+    method: str = DEFAULT_METHOD,
+    image_size: int | None = None,
+    overrides: list[tuple[str, Any]] | None = None,
+) -> RunConfig:
+    """The run config of the default recipe on `folder`, with K clusters."""
+    from deepclust.api import make_config
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ConfigError(f"--k must be a whole number of clusters, at least 2; got {k!r}.")
+    items: list[tuple[str, Any]] = [
+        ("data.data_dir", str(folder)),
+        ("data.protocol", "all"),
+        ("clusters", k),
+    ]
+    if image_size is not None:
+        items.append(("data.image_size", image_size))
+    return make_config(method, "photos", RECIPE, items + list(overrides or []))
+
+
+def default_out(folder: Path) -> Path:
+    return Path("runs") / f"{folder.name or 'photos'}-clusters-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cluster_folder(
+    photos: str | Path,
+    k: int,
+    out: str | Path | None = None,
+    *,
+    method: str = DEFAULT_METHOD,
+    image_size: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    export: bool = False,
+    copy: bool = False,
+    report: bool = True,
+    overrides: list[tuple[str, Any]] | None = None,
+) -> ClusterResult:
+    """Cluster every image under `photos` into k groups; write the run folder `out`.
+
+    Returns the run folder, its summary (metrics when the photos sit in class folders),
+    cluster sizes with example files, the report (report=True) and the export folder
+    (export=True: RUN/clusters/<id>/ holds links to the photos, or copies with copy=True).
+    """
+    from deepclust import api
+
+    folder = photos_folder(photos)
+    extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
+    cfg = recipe_config(folder, k, method, image_size, extra)
+    run_dir = Path(out) if out is not None else default_out(folder)
+    result = api.train(cfg, out=run_dir)
+    paths, clusters = read_predictions(result.run_dir / "predictions.csv")
+    sizes = [clusters.count(c) for c in range(result.summary["num_clusters"])]
+    examples: list[list[str]] = [[] for _ in sizes]
+    for path, c in zip(paths, clusters, strict=True):
+        if len(examples[c]) < 3:
+            examples[c].append(Path(path).name)
+    page = api.report(result.run_dir, device=device) if report else None
+    exported = export_clusters(result.run_dir, copy=copy) if export else None
+    return ClusterResult(
+        result.run_dir,
+        result.summary,
+        sizes,
+        examples,
+        page,
+        exported,
+        list(result.summary.get("warnings", [])),
+    )
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[int]]:
+    """(paths, clusters) of a predictions CSV (run folder or `predict`)."""
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r["path"] for r in rows], [int(r["cluster"]) for r in rows]
+
+
+def export_clusters(run_dir: str | Path, copy: bool = False) -> Path:
+    """RUN/clusters/<id>[-<name>]/: one folder per cluster holding symbolic links to its photos
+    (copies with copy=True). File names are kept; a clash gets the photo's sub-folder path."""
+    from deepclust.api import read_cluster_names
+
+    run_dir = Path(run_dir)
+    paths, clusters = read_predictions(run_dir / "predictions.csv")
+    if not paths or not paths[0]:
+        raise DataError(f"the predictions of '{run_dir}' name no image files to export.")
+    target = run_dir / "clusters"
+    if target.exists():
+        raise DataError(f"'{target}' already exists: remove it first, or export another run.")
+    k = max(clusters) + 1
+    names = read_cluster_names(run_dir, k)
+    width = len(str(k - 1))
+    folders = {c: target / _folder_name(c, width, names.get(c, "")) for c in set(clusters)}
+    for f in folders.values():
+        f.mkdir(parents=True)
+    for path, c in zip(paths, clusters, strict=True):
+        dest = _free_name(folders[c], Path(path))
+        if copy:
+            shutil.copy2(path, dest)
+        else:
+            os.symlink(os.path.abspath(path), dest)
+    return target
+
+
+def _folder_name(cluster: int, width: int, name: str) -> str:
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", name.split(",")[0]).strip("-").lower()
+    return f"{cluster:0{width}d}" + (f"-{slug}" if slug else "")
+
+
+def _free_name(folder: Path, source: Path) -> Path:
+    """folder/<file name>, or with the source's parent folders prefixed when that is taken."""
+    dest = folder / source.name
+    if not dest.exists() and not dest.is_symlink():
+        return dest
+    tagged = "_".join([*source.parent.parts[-2:], source.name]).lstrip("/_")
+    dest, i = folder / tagged, 1
+    while dest.exists() or dest.is_symlink():
+        dest, i = folder / f"{Path(tagged).stem}-{i}{source.suffix}", i + 1
+    return dest
