@@ -88,3 +88,104 @@ def test_prediction_warnings_see_collapse_emptiness_and_flat_confidence():
     tiny = healthy.copy()
     tiny[np.arange(0, 280, k)] = np.eye(k)[1]  # cluster 0 keeps 2 of its 30 images
     assert any("tiny cluster(s) (clusters 0)" in w for w in prediction_warnings(tiny, True))
+
+
+# A tiny frozen recipe for tests: the real encoder family at a small input size, short run.
+TINY = [
+    "--set", "encoder.name=efficientnet_lite0",
+    "--set", "encoder.input_size=32",
+    "--set", "train.min_steps=30",
+    "--set", "params.num_prototypes=50",
+]  # fmt: skip
+
+
+def _mixed_photo_folder(separable: Path, root: Path) -> Path:
+    """The separable images as a user's folder: nested albums, loose files at the top, and
+    mixed sizes and modes (RGB, L, RGBA, P, 16-bit-free), so no folder is a class."""
+    from PIL import Image
+
+    files = sorted(separable.rglob("*.png"))
+    for i, f in enumerate(files):
+        im = Image.open(f).convert("RGB")
+        im = im.resize((16 + 8 * (i % 3), 16 + 4 * (i % 2)))
+        mode = ("RGB", "L", "RGBA", "P")[i % 4]
+        where = root / ("" if i % 5 == 0 else f"album{i % 3}/day{i % 2}")
+        where.mkdir(parents=True, exist_ok=True)
+        ext = ".jpg" if mode in ("RGB", "L") else ".png"
+        im.convert(mode).save(where / f"photo{i:03d}{ext}")
+    return root
+
+
+def test_cluster_a_folder_of_mixed_photos(separable_images, tmp_path, capsys, one_thread):
+    from deepclust.cli import main
+
+    photos = _mixed_photo_folder(separable_images, tmp_path / "photos")
+    run = tmp_path / "run"
+    code = main(
+        ["--no-progress", "cluster", str(photos), "--k", "4", "--out", str(run), "--export", *TINY]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "160 images -> 4 clusters" in out and "report.html" in out and "clusters/" in out
+    assert "scored against" not in out  # loose files at the top: no folder is a class
+    rows = list(csv.DictReader((run / "predictions.csv").open()))
+    assert len(rows) == 160 and all(Path(r["path"]).is_absolute() for r in rows)
+    assert {Path(r["path"]).name for r in rows} == {p.name for p in photos.rglob("photo*")}
+    linked = sorted((run / "clusters").rglob("*"))
+    links = [p for p in linked if p.is_symlink()]
+    assert len(links) == 160 and all(p.resolve().parent.is_relative_to(photos) for p in links)
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    assert summary["data_dir"] == str(photos) and summary["schedule"]["steps"] >= 30
+    page = (run / "report.html").read_text()
+    import re
+
+    assert len(re.findall(r"photo\d{3}\.(?:jpg|png)<br>", page)) == 4 * 12  # file names
+    assert '<section id="confusion">' not in page and '<section id="shift">' not in page
+
+
+def test_cluster_scores_class_folders_and_copies(separable_images, tmp_path, capsys, one_thread):
+    from deepclust.cli import main
+
+    run = tmp_path / "run"
+    argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
+    code = main([*argv, "--export", "--copy", "--no-report", *TINY])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "scored against the 4 sub-folders as classes (never used to fit): ACC" in out
+    copies = [p for p in (run / "clusters").rglob("*.png")]
+    assert len(copies) == 160 and not any(p.is_symlink() for p in copies)
+    assert not (run / "report.html").exists()
+
+
+def test_cluster_bad_input_is_one_line(tmp_path, capsys):
+    from deepclust.cli import main
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a.txt").write_text("x")
+    cases = [
+        ([str(tmp_path / "nope"), "--k", "3"], "does not exist"),
+        ([str(tmp_path / "a.txt"), "--k", "3"], "is a file"),
+        ([str(tmp_path / "empty"), "--k", "3"], "no images found"),
+        ([str(tmp_path / "empty"), "--k", "1"], "at least 2"),
+    ]
+    for argv, fragment in cases:
+        assert main(["cluster", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1, err
+
+
+def test_help_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from deepclust.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_lists_match_the_library():
+    from deepclust import cli
+    from deepclust.evaluation.selection import CRITERIA
+    from deepclust.evaluation.shift import CORRUPTIONS
+
+    assert cli.CRITERIA == list(CRITERIA) and cli.CORRUPTIONS == list(CORRUPTIONS)

@@ -1,6 +1,7 @@
 """The HTML report: self-contained, every section present, and it renders in a real browser."""
 
 import json
+import os
 import re
 import subprocess
 
@@ -64,12 +65,14 @@ def test_self_contained_with_every_section(kmeans_report):
     assert "<link" not in page and "@import" not in page and "url(" not in page
     sources = re.findall(r"""src=["']?([^"' >]+)""", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    for section in rep.SECTIONS:
+    for section in rep.SECTIONS:  # a labelled run with names and a shift table: all of them
         assert f'<section id="{section}">' in page, section
+    assert '<section id="warnings"' not in page  # a healthy run
     for fact in ("train+test", "pixels", "ACC", "NMI", "ARI", "seed", "device", "epochs"):
         assert fact in page
     assert "three" in page and "nine" in page  # cluster names from cluster_names.json
-    assert page.count('alt="cluster ') == 10  # one sample strip per cluster
+    assert page.count('<div class="thumbs">') == 10  # one row of samples per cluster
+    assert page.count("<figure>") == 10 * 12 and re.search(r">image \d+<br>", page)  # captions
     assert "classes × clusters" in page and "images per cluster" in page
     assert "PCA of encoder features, by cluster" in page and "by true class" in page
     assert "contrast" in page and "jpeg" in page  # the shift table
@@ -78,7 +81,8 @@ def test_self_contained_with_every_section(kmeans_report):
 
 def test_training_curves_and_tsne(toy_report):
     page = toy_report.read_text()
-    assert "training loss per epoch" in page and "evaluation per epoch" in page
+    assert "loss per epoch" in page and "evaluation per epoch" in page
+    assert "learning rate at the end of each epoch" in page
     assert "t-SNE of encoder features" in page
     assert "Not computed for this run" in page  # no shift.json yet
 
@@ -91,6 +95,13 @@ def test_strip_is_upscaled_nearest_and_framed():
     assert np.array_equal(cell[::3, ::3], imgs[0].permute(1, 2, 0).numpy())
     assert tuple(strip[0, 0]) == rep.MATCH and tuple(strip[0, 18]) == rep.MISMATCH
     assert rep.thumb_scale(32) == 2 and rep.thumb_scale(8) == 9
+
+
+def test_chromium_is_there_in_ci():
+    """CI installs Debian's chromium (the README's test command): the browser test must run
+    there, not skip; elsewhere it skips when no browser is installed."""
+    if os.environ.get("CI") == "true":
+        assert CHROMIUM is not None, "CI must have chromium: apt-get install chromium"
 
 
 @pytest.mark.skipif(

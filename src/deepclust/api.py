@@ -847,6 +847,8 @@ def report(
             eval_records=[r for r in records if r.get("event") == "eval"],
             shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
             per_cluster=per_cluster,
+            warnings=list(summary.get("warnings", [])),
+            paths=list(data.paths) if data.paths else None,
         )
     )
     target = Path(out) if out is not None else run_dir / "report.html"

@@ -689,6 +689,7 @@ class Trainer:
             "n_fit": len(fit_set),
             "n_eval": len(eval_set),
             "num_clusters": k,
+            "class_names": list(eval_set.class_names),
             "encoder": cfg.encoder.name,
             "epochs": epochs,
             "seed": cfg.train.seed,

@@ -21,6 +21,7 @@ import html
 import io
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,12 @@ class ReportData:
     shift: dict[str, Any] | None = None
     per_cluster: int = 12
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # run-health warnings, shown first
+    paths: list[str] | None = None  # [N] image files, shown under the thumbnails
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None and bool((self.labels >= 0).any())
 
 
 # --------------------------------------------------------------------------- viewing
@@ -479,7 +486,7 @@ def section_metrics(data: ReportData) -> str:
     table = (
         f'<table class="num">{head}{rows}</table>'
         if data.metric_rows
-        else "<p>No labels: nothing to score against (the clusters below are still shown).</p>"
+        else "<p>Unlabelled images: the clusters are below; no accuracy can be computed.</p>"
     )
     notes = "".join(f"<li>{esc(n)}</li>" for n in data.notes)
     return (
@@ -493,53 +500,76 @@ def section_metrics(data: ReportData) -> str:
     )
 
 
+def _thumbnail(data: ReportData, i: int, border: tuple[int, int, int], scale: int) -> str:
+    """One framed thumbnail with its file name (and confidence) underneath."""
+    strip = image_strip(data.images[i : i + 1], [border], scale)
+    name = Path(data.paths[i]).name if data.paths and data.paths[i] else f"image {i}"
+    return (
+        f'<figure><img src="{png_data_uri(strip)}" alt="{esc(name)}" width="{strip.shape[1]}" '
+        f'height="{strip.shape[0]}"><figcaption title="{esc(data.paths[i] if data.paths else name)}">'
+        f"{esc(name)}<br>{data.confidence[i]:.2f}</figcaption></figure>"
+    )
+
+
+def _cluster_head(
+    data: ReportData, k: int, members: np.ndarray, mapping: dict[int, int], colour_id: int
+) -> str:
+    swatch = f'<span style="color:{hexcol(colour(colour_id))}">●</span>'
+    head = f"{swatch} <b>cluster {esc(cluster_label(data, k))}</b> · {len(members):,} images"
+    if data.labelled and len(members):
+        lab = data.labels[members]  # type: ignore[index]
+        lab = lab[lab >= 0]
+        if len(lab):
+            counts = np.bincount(lab)
+            major = int(counts.argmax())
+            head += f" · majority {esc(class_label(data, major))} ({counts[major] / len(lab):.0%})"
+    if k in mapping:
+        head += f" · matched to <b>{esc(class_label(data, mapping[k]))}</b>"
+    return head
+
+
 def section_clusters(data: ReportData, mapping: dict[int, int], ccol: list[int]) -> str:
-    n_img = len(data.clusters)
-    size = data.images.shape[-1]
-    scale = thumb_scale(size)
+    scale = thumb_scale(data.images.shape[-1])
     parts = []
-    labelled = data.labels is not None and bool((data.labels >= 0).any())
     for k in range(data.num_clusters):
         members = np.flatnonzero(data.clusters == k)
-        swatch = f'<span style="color:{hexcol(colour(ccol[k]))}">●</span>'
-        head = f"{swatch} <b>cluster {esc(cluster_label(data, k))}</b> · {len(members):,} images"
-        if labelled and len(members):
-            lab = data.labels[members]  # type: ignore[index]
-            lab = lab[lab >= 0]
-            if len(lab):
-                counts = np.bincount(lab)
-                major = int(counts.argmax())
-                head += (
-                    f" · majority {esc(class_label(data, major))} ({counts[major] / len(lab):.0%})"
-                )
-        if k in mapping:
-            head += f" · matched to <b>{esc(class_label(data, mapping[k]))}</b>"
+        head = _cluster_head(data, k, members, mapping, ccol[k])
         if not len(members):
             parts.append(f'<div class="cl"><div class="ch">{head}</div><i>empty</i></div>')
             continue
         order = members[np.argsort(-data.confidence[members], kind="stable")][: data.per_cluster]
-        borders = []
+        figures = []
         for i in order:
-            if not labelled or data.labels[i] < 0 or k not in mapping:  # type: ignore[index]
-                borders.append(UNKNOWN)
+            if not data.labelled or data.labels[i] < 0 or k not in mapping:  # type: ignore[index]
+                border = UNKNOWN
             else:
-                borders.append(MATCH if data.labels[i] == mapping[k] else MISMATCH)  # type: ignore[index]
-        strip = image_strip(data.images[torch.as_tensor(order)], borders, scale)
-        conf = ", ".join(f"{data.confidence[i]:.2f}" for i in order)
+                border = MATCH if data.labels[i] == mapping[k] else MISMATCH  # type: ignore[index]
+            figures.append(_thumbnail(data, int(i), border, scale))
         parts.append(
-            f'<div class="cl"><div class="ch">{head}</div>'
-            f'<img src="{png_data_uri(strip)}" alt="cluster {k} samples" '
-            f'width="{strip.shape[1]}" height="{strip.shape[0]}" title="confidence: {conf}"></div>'
+            f'<div class="cl"><div class="ch">{head}</div><div class="thumbs">{"".join(figures)}</div></div>'
         )
-    legend = (
-        "Most confident first (hover for the confidences). Border: "
-        '<span style="color:#1ea03c">■</span> class = the cluster\'s matched class, '
-        '<span style="color:#d22828">■</span> another class, '
-        '<span style="color:#aaa">■</span> unlabelled or unmatched cluster.'
-    )
+    legend = "Most confident first; under each image its file and confidence."
+    if data.labelled:
+        legend += (
+            " Border: "
+            '<span style="color:#1ea03c">■</span> class = the cluster\'s matched class, '
+            '<span style="color:#d22828">■</span> another class, '
+            '<span style="color:#aaa">■</span> unlabelled or unmatched cluster.'
+        )
     return (
         f'<section id="clusters"><h2>Samples per cluster</h2><p class=small>{legend} '
-        f"{n_img:,} evaluation images, {scale}x nearest-neighbour upscaling.</p>{''.join(parts)}</section>"
+        f"{len(data.clusters):,} images, shown {scale}x (nearest neighbour).</p>{''.join(parts)}</section>"
+    )
+
+
+def section_warnings(data: ReportData) -> str:
+    if not data.warnings:
+        return ""
+    items = "".join(f"<li>{esc(w)}</li>" for w in data.warnings)
+    return (
+        '<section id="warnings" class="warn"><h2>Warnings about this run</h2>'
+        f"<ul>{items}</ul><p class=small>From the run-health checks after training "
+        "(summary.json, <code>warnings</code>).</p></section>"
     )
 
 
@@ -632,11 +662,11 @@ def section_curves(data: ReportData) -> str:
             for k in data.train_records[-1]
             if k not in SKIP_TRAIN_KEYS and isinstance(data.train_records[-1][k], int | float)
         ]
-        series = {
-            n: [(float(r["epoch"]), float(r[n])) for r in data.train_records if n in r]
-            for n in names
-        }
-        charts.append(svg_line_chart(series, "training loss per epoch", "epoch", "loss"))
+        # one chart per term: their scales differ by orders of magnitude
+        for n in ["lr", *names]:
+            points = [(float(r["epoch"]), float(r[n])) for r in data.train_records if n in r]
+            title = "learning rate at the end of each epoch" if n == "lr" else f"{n} per epoch"
+            charts.append(svg_line_chart({n: points}, title, "epoch", n, width=360, height=220))
     evals = [r for r in data.eval_records if "acc" in r]
     if len(evals) == 1:
         r = evals[0]
@@ -723,6 +753,9 @@ table{border-collapse:collapse;font-size:13px;margin:4px 16px 8px 0} th,td{borde
 table.num td{text-align:right} table.num td:first-child{text-align:left} th{background:#f4f4f4}
 .row{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start} .small{font-size:12px;color:#555}
 .cl{margin:6px 0 10px} .ch{font-size:13px;margin-bottom:2px} img{image-rendering:pixelated;display:block}
+.thumbs{display:flex;flex-wrap:wrap;gap:4px} figure{margin:0;width:min-content}
+figcaption{font-size:10px;color:#555;overflow-wrap:anywhere;text-align:center}
+.warn{background:#fff4e0;border:1px solid #e0a040;padding:4px 14px;margin-top:10px} .warn h2{border:0;margin-top:6px}
 .scroll{overflow-x:auto} code{background:#f4f4f4;padding:0 3px}
 svg.chart{background:#fff;font-size:11px} svg .t{font-size:13px;font-weight:600;text-anchor:middle}
 svg .frame{fill:none;stroke:#999} svg .grid{stroke:#eee} svg .ref{stroke:#555;stroke-dasharray:5 4}
@@ -742,14 +775,15 @@ def render_html(data: ReportData) -> str:
     )
     body = [
         f"<h1>{esc(title)}</h1><div class=small>{esc(sub)} · {esc(info.get('run_dir', ''))}</div>",
+        section_warnings(data),
         section_metrics(data),
         section_clusters(data, mapping, ccol),
-        section_confusion(data, conf, mapping),
+        section_confusion(data, conf, mapping) if data.labelled else "",
         section_sizes(data, ccol),
         section_embedding(data, ccol),
-        section_names(data),
+        section_names(data) if data.cluster_names else "",
         section_curves(data),
-        section_shift(data),
+        section_shift(data) if data.labelled or data.shift else "",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
