@@ -188,4 +188,4 @@ def test_cli_lists_match_the_library():
     from deepclust.evaluation.selection import CRITERIA
     from deepclust.evaluation.shift import CORRUPTIONS
 
-    assert cli.CRITERIA == list(CRITERIA) and cli.CORRUPTIONS == list(CORRUPTIONS)
+    assert list(CRITERIA) == cli.CRITERIA and list(CORRUPTIONS) == cli.CORRUPTIONS
