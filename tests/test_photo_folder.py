@@ -189,3 +189,10 @@ def test_cli_lists_match_the_library():
     from deepclust.evaluation.shift import CORRUPTIONS
 
     assert list(CRITERIA) == cli.CRITERIA and list(CORRUPTIONS) == cli.CORRUPTIONS
+
+
+def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
+    (tmp_path / "imgs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    cfg = api.make_config("kmeans", "photos", overrides={"data.data_dir": "imgs"})
+    assert cfg.data.data_dir == str(tmp_path / "imgs")

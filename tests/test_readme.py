@@ -5,7 +5,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _commands(text):
     return [
-        line.strip() for line in text.splitlines() if line.strip().startswith("python3.11 -m venv")
+        line.strip()
+        for line in text.splitlines()
+        if "python3.11 -m venv" in line and "#" not in line
     ]
 
 

@@ -48,9 +48,14 @@ def make_config(
     config_file: str | Path | None = None,
     overrides: dict[str, Any] | list[tuple[str, Any]] | None = None,
 ) -> RunConfig:
-    """Defaults < configs/<method>/<dataset>.yaml < config_file < overrides (dotted keys)."""
+    """Defaults < configs/<method>/<dataset>.yaml < config_file < overrides (dotted keys).
+
+    data.data_dir is made absolute, so the run folder names the same data from anywhere."""
     items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides or [])
-    return build_config(method, dataset, config_file, items)
+    cfg = build_config(method, dataset, config_file, items)
+    if cfg.data.data_dir:  # stored absolute: evaluate, select and resume work from any folder
+        cfg.data.data_dir = str(Path(cfg.data.data_dir).expanduser().resolve())
+    return cfg
 
 
 def resume_config(
@@ -448,8 +453,10 @@ def label_free_scores(
     images = sel.without_labels(images)
     view1, view2 = sel.augmented_pair(images)
     sel.remember_frozen_outputs([run.method for run in runs])  # one pass per shared frozen encoder
+    from deepclust.progress import bar
+
     cands = []
-    for i, run in enumerate(runs):
+    for i, run in enumerate(bar(runs, desc="scoring runs without labels", unit="run")):
         clusters = run.predict_proba(images).argmax(1).numpy()
         views = (
             run.predict_proba(view1).argmax(1).numpy(),
@@ -871,3 +878,12 @@ def _embed(features: np.ndarray, method: str) -> np.ndarray:
 
     perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
     return TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(reduced)
+
+
+def cluster(photos: str | Path, k: int, out: str | Path | None = None, **options: Any) -> Any:
+    """`deepclust cluster`: every image under `photos` into k groups with the default frozen
+    recipe; returns a photo_folder.ClusterResult (run folder, summary, sizes, report).
+    options: method, image_size, seed, device, export, copy, report, overrides."""
+    from deepclust.photo_folder import cluster_folder
+
+    return cluster_folder(photos, k, out, **options)

@@ -1,0 +1,153 @@
+"""The README's measured numbers, rendered from the benchmarks' JSON so they cannot go stale.
+
+README.md holds blocks between `<!-- numbers:NAME -->` and `<!-- /numbers -->`; each is the
+output of RENDERERS[NAME] on its JSON in benchmarks/results/. After re-running a benchmark:
+
+    python benchmarks/readme_numbers.py          # rewrite the blocks in README.md
+    python benchmarks/readme_numbers.py --check  # exit 1 if a block differs (tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+BLOCK = re.compile(r"(<!-- numbers:(\S+) -->\n)(.*?)(<!-- /numbers -->)", re.S)
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def demo() -> str:
+    d = _load("demo_digits.json")
+    rows = [
+        f"| {r['label']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} | {r['seconds']:.0f} s |"
+        for r in d["rows"]
+    ]
+    return "\n".join(
+        [
+            "| `deepclust demo` | ACC | NMI | ARI | time |",
+            "|---|---|---|---|---|",
+            *rows,
+            "",
+            f"scikit-learn digits (1,797 images), train+test, 1 seed, {d['device']}, load "
+            f"{d['load_before'].split()[0]} (`python benchmarks/demo.py`).",
+        ]
+    )
+
+
+def photo_folder() -> str:
+    d = _load("photo_folder_cifar10_test.json")
+    full, subsets, cmds = d["full"], d["subsets"], d.get("commands", {})
+    lines = [
+        "| run | ACC | NMI | ARI | time | peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, label in (
+        ("cold", "first run (features extracted)"),
+        ("warm", "again (features cached)"),
+    ):
+        r = full[name]
+        lines.append(
+            f"| `cluster` 10k photos, {label} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} "
+            f"| {r['seconds'] / 60:.1f} min | {r['peak_rss_gib']:.2f} GiB |"
+        )
+    lines += [
+        "",
+        "| photos (3 random subsets) | default recipe, mean ACC | k-means, same features | warnings |",
+        "|---|---|---|---|",
+    ]
+    for size, s in subsets.items():
+        warned = sum(len(r["default"]["summary_warnings"]) for r in s["runs"])
+        lines.append(
+            f"| {int(size):,} | {s['mean_acc']['default']:.3f} | {s['mean_acc']['kmeans']:.3f} | {warned} |"
+        )
+    if cmds:
+        lines += ["", "| command on the 10k run | time | peak RSS |", "|---|---|---|"]
+        for key, label in (
+            ("predict_20", "`predict` 20 photos"),
+            ("report", "`report`"),
+            (
+                "evaluate_labelled",
+                f"`evaluate` ({cmds.get('evaluate_labelled', {}).get('images', 0):,}-image labelled run)",
+            ),
+        ):
+            if key in cmds:
+                lines.append(
+                    f"| {label} | {cmds[key]['seconds']:.0f} s | {cmds[key]['peak_rss_gib']:.2f} GiB |"
+                )
+    lines += [
+        "",
+        f"{d['dataset_copy']}; {d['protocol']}; EfficientNet-Lite2 @ 224 px, frozen; seed 0; "
+        f"{d['device']} (`python benchmarks/photo_folder.py`).",
+    ]
+    return "\n".join(lines)
+
+
+def frozen() -> str:
+    d = _load("frozen_cifar10_test_efficientnet_lite2_224px.json")
+    lines = [
+        "| method on frozen features | ACC | NMI | ARI | clustering time |",
+        "|---|---|---|---|---|",
+    ]
+    for r in sorted(d["results"], key=lambda r: -r["acc"]["mean"]):
+        lines.append(
+            f"| {r['method']} | {r['acc']['mean']:.3f} ± {r['acc']['std']:.3f} | {r['nmi']['mean']:.3f} "
+            f"| {r['ari']['mean']:.3f} | {r['clustering_s']['mean']:.0f} s |"
+        )
+    seeds = len(d["seeds"])
+    lines += [
+        "",
+        f"{d['dataset']}; {d['protocol']}; {d['encoder']} @ {d['input_size']} px; mean ± std of "
+        f"{seeds} seeds; {d['device']}; 20-NN majority vote with the true labels "
+        f"{d['knn20_majority_vote_acc']:.3f} (`python benchmarks/frozen_features.py --encoder "
+        f"{d['encoder']} --input-size {d['input_size']} --seeds 0,1,2`).",
+    ]
+    return "\n".join(lines)
+
+
+RENDERERS: dict[str, Callable[[], str]] = {
+    "demo": demo,
+    "photo_folder": photo_folder,
+    "frozen": frozen,
+}
+
+
+def rendered(text: str) -> str:
+    """README text with every block replaced by its renderer's output."""
+
+    def sub(m: re.Match) -> str:
+        return f"{m.group(1)}{RENDERERS[m.group(2)]()}\n{m.group(4)}"
+
+    return BLOCK.sub(sub, text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args()
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = rendered(text)
+    if args.check:
+        if new != text:
+            print(
+                "README.md numbers differ from benchmarks/results: run benchmarks/readme_numbers.py"
+            )
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
