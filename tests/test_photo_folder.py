@@ -196,3 +196,21 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = api.make_config("kmeans", "photos", overrides={"data.data_dir": "imgs"})
     assert cfg.data.data_dir == str(tmp_path / "imgs")
+
+
+def test_small_collections_get_fewer_neighbours_and_prototypes():
+    from deepclust.engine.trainer import build_method, planned_config
+
+    cfg = api.make_config(
+        "imc-swav", "photos", "frozen", {"encoder.name": "pixels", "encoder.input_size": None}
+    )
+    small, large = planned_config(cfg, 300, 10), planned_config(cfg, 10_000, 10)
+    assert (small.encoder.neighbours, small.train.batch_size, small.train.epochs) == (8, 32, 17)
+    assert (large.encoder.neighbours, large.train.batch_size, large.train.epochs) == (20, 256, 5)
+    assert planned_config(cfg, 100, 10).encoder.neighbours == 5  # the floor
+    assert large is cfg  # nothing to change: the measured 10k recipe as written
+    sizes = {
+        n: build_method(cfg, 10, 8, n).prototypes.weight.shape[0]
+        for n in (300, 1000, 10_000, 50_000)
+    }
+    assert sizes == {300: 100, 1000: 100, 10_000: 1000, 50_000: 1000}

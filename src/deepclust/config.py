@@ -51,6 +51,9 @@ class EncoderConfig:
         0  # > 0: a view may be the feature of one of the k nearest neighbours (TEMI/SCAN style)
     )
     centre_neighbours: bool = True  # neighbours by cosine of mean-subtracted features
+    # > 0: at most this share of the expected cluster size N/K as neighbours (never under 5),
+    # so that a small collection's neighbours stay inside its clusters
+    neighbours_share: float = 0.0
     feature_noise: float = 0.1  # Gaussian noise on feature views, in units of each dimension's std
     tta_flip: bool = False  # average clean features with those of the mirrored image
 

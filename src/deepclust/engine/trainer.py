@@ -282,6 +282,9 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return diffs
 
 
+MIN_NEIGHBOURS = 5  # planned_config never scales encoder.neighbours below this
+
+
 def health_warnings(
     method: Method, schedule: dict[str, int], steps_per_epoch: int, probs: torch.Tensor
 ) -> list[str]:
@@ -292,14 +295,20 @@ def health_warnings(
     return schedule_warnings(plan) + prediction_warnings(probs.numpy(), trained=total > 0)
 
 
-def planned_config(cfg: RunConfig, num_samples: int) -> RunConfig:
-    """cfg with the batch size and epochs of plan_steps (train.min_steps) for this fit set."""
-    t = cfg.train
+def planned_config(cfg: RunConfig, num_samples: int, num_clusters: int) -> RunConfig:
+    """cfg fitted to this fit set: batch size and epochs of plan_steps (train.min_steps), and
+    at most encoder.neighbours_share of the expected cluster size N/K as neighbours."""
+    t, e = cfg.train, cfg.encoder
     batch, epochs = plan_steps(num_samples, t.batch_size, t.epochs, t.min_steps)
-    if (batch, epochs) == (t.batch_size, t.epochs):
+    neighbours = e.neighbours
+    if e.neighbours_share > 0 and neighbours > 0:
+        share = round(e.neighbours_share * num_samples / num_clusters)
+        neighbours = min(neighbours, max(MIN_NEIGHBOURS, share))
+    if (batch, epochs, neighbours) == (t.batch_size, t.epochs, e.neighbours):
         return cfg
     planned = copy.deepcopy(cfg)
     planned.train.batch_size, planned.train.epochs = batch, epochs
+    planned.encoder.neighbours = neighbours
     return planned
 
 
@@ -489,8 +498,8 @@ class Trainer:
         )
         if len(fit_set) == 0:
             raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
-        cfg = self.cfg = planned_config(cfg, len(fit_set))
         k = resolve_num_clusters(cfg, fit_set, eval_set)
+        cfg = self.cfg = planned_config(cfg, len(fit_set), k)
         image_size = fit_set.image_size[0]
         method = build_method(cfg, k, image_size, len(fit_set)).to(device)
         eval_tf = evaluation_transform(cfg, method, image_size)

@@ -483,19 +483,20 @@ def section_metrics(data: ReportData) -> str:
         f"<td>{fmt(r.get('nmi'))}</td><td>{fmt(r.get('ari'))}</td><td>{fmt(r.get('purity'))}</td></tr>"
         for r in data.metric_rows
     )
-    table = (
-        f'<table class="num">{head}{rows}</table>'
-        if data.metric_rows
-        else "<p>Unlabelled images: the clusters are below; no accuracy can be computed.</p>"
-    )
+    if data.metric_rows:
+        table = (
+            f'<table class="num">{head}{rows}</table>'
+            "<p class=small>ACC: one-to-one Hungarian matching of clusters to classes; NMI "
+            "(arithmetic) and ARI as in scikit-learn; purity: each cluster mapped to its majority "
+            "class. <b>train→test</b>: fitted on train, scored on the held-out test split; "
+            "<b>train+test</b>: fitted and scored on both.</p>"
+        )
+    else:
+        table = "<p class=small>Unlabelled images: nothing to score against.</p>"
     notes = "".join(f"<li>{esc(n)}</li>" for n in data.notes)
     return (
         '<section id="metrics"><h2>Run and metrics</h2>'
         f'<div class="row"><table class="facts">{facts}</table><div>{table}'
-        "<p class=small>ACC: one-to-one Hungarian matching of clusters to classes; NMI "
-        "(arithmetic) and ARI as in scikit-learn; purity: each cluster mapped to its majority "
-        "class. <b>train→test</b>: fitted on train, scored on the held-out test split; "
-        "<b>train+test</b>: fitted and scored on both.</p>"
         f"{'<ul class=small>' + notes + '</ul>' if notes else ''}</div></div></section>"
     )
 

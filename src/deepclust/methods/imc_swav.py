@@ -66,6 +66,9 @@ class IMCSwAVParams:
     projection_bn_relu: bool = False  # False = the authors' code (linear overall)
     projection_dim: int = 128
     num_prototypes: int = 1000
+    # > 0: at most this many prototypes per training sample (never under 10 K): a small
+    # collection is not spread over more prototypes than it has images
+    prototypes_per_sample: float = 0.0
     classifier_hidden: int = 1024
     # objective
     temperature: float = 0.1
@@ -78,6 +81,15 @@ class IMCSwAVParams:
     freeze_prototypes_fraction: float = 0.0  # + this fraction of the run's steps (frozen recipes)
     classifier_on_labelled_only: bool = False  # STL-10: the classifier's own labelled batches
     classifier_batch_size: int = 256  # their global size
+
+
+def prototype_count(params: IMCSwAVParams, num_clusters: int, num_samples: int) -> int:
+    """num_prototypes, or with prototypes_per_sample > 0 at most that many per sample
+    (never under 10 per cluster)."""
+    if params.prototypes_per_sample <= 0:
+        return params.num_prototypes
+    scaled = max(10 * num_clusters, round(params.prototypes_per_sample * num_samples))
+    return min(params.num_prototypes, scaled)
 
 
 def projection_head(in_dim: int, hidden: int, out_dim: int, bn_relu: bool) -> nn.Module:
@@ -117,7 +129,8 @@ class IMCSwAV(Method):
         self.projection = projection_head(
             dim, params.projection_hidden, params.projection_dim, params.projection_bn_relu
         )
-        self.prototypes = nn.Linear(params.projection_dim, params.num_prototypes, bias=False)
+        count = prototype_count(params, num_clusters, num_samples)
+        self.prototypes = nn.Linear(params.projection_dim, count, bias=False)
         self.normalize_prototypes()
         self.classifier = classifier_head(dim, params.classifier_hidden, num_clusters)
 
