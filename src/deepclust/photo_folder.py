@@ -96,9 +96,13 @@ def cluster_folder(
     """
     from deepclust import api
 
+    from deepclust.encoders.pretrained import check_weights_available
+
     folder = photos_folder(photos)
     extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
     cfg = recipe_config(folder, k, method, image_size, extra)
+    if cfg.encoder.weights is None:
+        check_weights_available(cfg.encoder.name)
     run_dir = Path(out) if out is not None else default_out(folder)
     result = api.train(cfg, out=run_dir)
     paths, clusters = read_predictions(result.run_dir / "predictions.csv")

