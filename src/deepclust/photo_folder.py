@@ -95,7 +95,6 @@ def cluster_folder(
     (export=True: RUN/clusters/<id>/ holds links to the photos, or copies with copy=True).
     """
     from deepclust import api
-
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
