@@ -36,7 +36,7 @@ from scipy.sparse import csr_matrix, diags
 
 from deepclust.errors import ConfigError, unknown_name
 
-MAX_SAMPLES = 4000  # rows the estimators work on (a seeded random subsample beyond this)
+MAX_SAMPLES = 4000  # rows an estimator works on at most (a seeded random subsample beyond)
 PCA_DIMS = 64  # dimensions kept after centring and L2 normalisation
 BIC_DIMS = 16  # a Gaussian mixture needs fewer dimensions than there are rows per component
 MIN_PER_CLUSTER = 5  # fewest images per cluster at k_max that estimate_k accepts
@@ -82,6 +82,7 @@ class Estimator:
     higher_is_better: bool
     criterion: str
     description: str
+    rows: int = MAX_SAMPLES  # subsample size (raised to 10 * k_max when that is larger)
 
 
 def default_k_max(n: int) -> int:
@@ -157,8 +158,11 @@ def prepare(
     x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     x -= x.mean(0)
     dims = min(dims, x.shape[1], x.shape[0])
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return x @ vt[:dims].T
+    if x.shape[1] <= x.shape[0]:  # principal axes from the [D, D] scatter matrix
+        _, vecs = np.linalg.eigh(x.T @ x)
+        return x @ vecs[:, ::-1][:, :dims]
+    vals, vecs = np.linalg.eigh(x @ x.T)  # fewer rows than dimensions: from the [n, n] Gram
+    return vecs[:, ::-1][:, :dims] * np.sqrt(np.maximum(vals[::-1][:dims], 0.0))
 
 
 def _steps(ks: list[int], progress: bool, name: str):  # type: ignore[no-untyped-def]
@@ -233,7 +237,7 @@ STABILITY_REPEATS = 4
 def _kmeans_labels(x: np.ndarray, k: int, seed: int, n_init: int = 1) -> tuple[np.ndarray, object]:
     from sklearn.cluster import KMeans
 
-    km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x)
+    km = KMeans(n_clusters=k, n_init=n_init, max_iter=100, random_state=seed).fit(x)
     return km.labels_, km
 
 
@@ -292,6 +296,7 @@ ESTIMATORS: dict[str, Estimator] = {
         True,
         "mean ARI between k-means fitted on two random halves, applied to all rows",
         "split-half k-means stability (adjusted Rand index)",
+        rows=2000,
     ),
     "bic": Estimator(
         _bic,
@@ -304,12 +309,14 @@ ESTIMATORS: dict[str, Estimator] = {
         True,
         "silhouette (cosine) of the k-means partition",
         "silhouette of k-means (weak reference)",
+        rows=3000,
     ),
     "calinski_harabasz": Estimator(
         _internal("calinski_harabasz"),
         True,
         "Calinski-Harabasz index of the k-means partition",
         "Calinski-Harabasz of k-means (weak reference)",
+        rows=3000,
     ),
 }
 DEFAULT_ESTIMATOR = "eigengap"
@@ -335,7 +342,7 @@ def estimate_k(
     t0 = time.perf_counter()
     x, k_max = _check_input(features, k_min, k_max)
     est = ESTIMATORS[estimator]
-    rows = max(MAX_SAMPLES, 2 * MIN_PER_CLUSTER * k_max)
+    rows = max(est.rows, 2 * MIN_PER_CLUSTER * k_max)
     z = prepare(x, seed, max_samples=rows)
     ks = list(range(k_min, k_max + 1))
     values, details = est.fit(z, ks, seed, progress)
