@@ -189,6 +189,22 @@ def summarise(runs: list[dict], names: list[str]) -> dict:
     return out
 
 
+def always_list(x: str | list[str]) -> list[str]:
+    return x if isinstance(x, list) else [x]
+
+
+def merge_case(cases: list[dict], result: dict, names: list[str]) -> list[dict]:
+    """cases with `result` merged in: its estimators' runs replace the old ones of that case,
+    the other estimators' runs are kept (same case, same K range assumed), summary redone."""
+    old = next((c for c in cases if c["case"] == result["case"]), None)
+    if old is not None:
+        kept = [r for r in old["runs"] if r["estimator"] not in names]
+        result["runs"] = kept + result["runs"]
+        done = list(dict.fromkeys(r["estimator"] for r in result["runs"]))
+        result["summary"] = summarise(result["runs"], done)
+    return [c for c in cases if c["case"] != result["case"]] + [result]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,7 +216,9 @@ def main() -> None:
     ap.add_argument("--suffix", default="", help="results/k_estimation<suffix>.json")
     ap.add_argument("--features-only", action="store_true")
     ap.add_argument(
-        "--append", action="store_true", help="add (or replace) these cases in an existing JSON"
+        "--append",
+        action="store_true",
+        help="merge into an existing JSON: these cases' runs of these estimators are replaced",
     )
     args = ap.parse_args()
     cases = [CASES[c] for c in args.cases.split(",")]
@@ -235,10 +253,13 @@ def main() -> None:
     path = RESULTS / f"k_estimation{args.suffix}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.append and path.exists():
-        out["cases"] = json.loads(path.read_text())["cases"]
+        old = json.loads(path.read_text())
+        out["cases"] = old["cases"]
+        out["estimators"] = {**old["estimators"], **out["estimators"]}
+        out["command"] = [*always_list(old["command"]), out["command"]]
     for case in cases:
         result = run_case(case, seeds, names, k_range)
-        out["cases"] = [c for c in out["cases"] if c["case"] != case.name] + [result]
+        out["cases"] = merge_case(out["cases"], result, names)
         path.write_text(json.dumps(out, indent=2))
     print(f"written: {path}")
 

@@ -178,9 +178,11 @@ SCALE_NEIGHBOUR = 7  # local scale s_i: distance to this neighbour (self-tuning 
 DENSE_BELOW = 500  # graph components up to this size are solved with a dense eigensolver
 
 
-def knn_affinity(x: np.ndarray) -> csr_matrix:
-    """Rows x [n, d] -> the normalised affinity D^-1/2 W D^-1/2 [n, n] (sparse) of their
-    symmetrised k-NN graph with self-tuning weights W_ij = exp(-d_ij^2 / (s_i s_j))."""
+def knn_graph(x: np.ndarray, weighted: bool = True) -> csr_matrix:
+    """Rows x [n, d] -> the symmetrised k-NN graph [n, n] (sparse; an edge where either row is
+    among the other's EIGENGAP_NEIGHBOURS nearest), with self-tuning weights
+    W_ij = exp(-d_ij^2 / (s_i s_j)) (s_i: distance to the SCALE_NEIGHBOUR-th neighbour), or
+    weight 1 on every edge when weighted is False."""
     from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
@@ -188,9 +190,15 @@ def knn_affinity(x: np.ndarray) -> csr_matrix:
     dist, idx = NearestNeighbors(n_neighbors=nn + 1).fit(x).kneighbors(x)
     dist, idx = dist[:, 1:], idx[:, 1:]
     scale = np.maximum(dist[:, min(SCALE_NEIGHBOUR, nn) - 1], 1e-12)
-    weights = np.exp(-(dist**2) / (scale[:, None] * scale[idx]))
+    weights = np.exp(-(dist**2) / (scale[:, None] * scale[idx])) if weighted else np.ones_like(dist)
     w = csr_matrix((weights.ravel(), (np.repeat(np.arange(n), nn), idx.ravel())), shape=(n, n))
-    w = w.maximum(w.T)
+    return csr_matrix(w.maximum(w.T))
+
+
+def knn_affinity(x: np.ndarray) -> csr_matrix:
+    """Rows x [n, d] -> the normalised affinity D^-1/2 W D^-1/2 [n, n] (sparse) of their
+    weighted k-NN graph W (knn_graph)."""
+    w = knn_graph(x)
     inv_sqrt = diags(1.0 / np.sqrt(np.maximum(np.asarray(w.sum(1)).ravel(), 1e-12)))
     return csr_matrix(inv_sqrt @ w @ inv_sqrt)
 
@@ -257,6 +265,29 @@ def _stability(x: np.ndarray, ks: list[int], seed: int, progress: bool) -> tuple
     return values, {"repeats": STABILITY_REPEATS, "agreement": "ARI on all rows"}
 
 
+def modularity(graph: csr_matrix, labels: np.ndarray) -> float:
+    """Newman-Girvan modularity of a partition labels [n] of a symmetric graph [n, n]: the
+    share of edge weight inside clusters minus its expectation when edges are rewired at
+    random with the same degrees, sum_c (e_cc / 2m - (a_c / 2m)^2). In [-1/2, 1)."""
+    degree = np.asarray(graph.sum(1)).ravel()
+    total = degree.sum()
+    edges = graph.tocoo()
+    inside = edges.data[labels[edges.row] == labels[edges.col]].sum() / total
+    share = np.bincount(labels, weights=degree) / total
+    return float(inside - (share**2).sum())
+
+
+def _modularity(
+    x: np.ndarray, ks: list[int], seed: int, progress: bool
+) -> tuple[list[float], dict]:
+    graph = knn_graph(x, weighted=False)
+    values = []
+    for k in _steps(ks, progress, "modularity"):
+        labels, _ = _kmeans_labels(x, k, seed)
+        values.append(modularity(graph, labels))
+    return values, {"neighbours": EIGENGAP_NEIGHBOURS, "partition": "k-means (1 start) per K"}
+
+
 def _bic(x: np.ndarray, ks: list[int], seed: int, progress: bool) -> tuple[list[float], dict]:
     from sklearn.mixture import GaussianMixture
 
@@ -290,6 +321,12 @@ ESTIMATORS: dict[str, Estimator] = {
         True,
         "eigengap lambda_{K+1} - lambda_K of the normalised k-NN graph Laplacian",
         "largest eigengap of the self-tuned k-NN graph Laplacian",
+    ),
+    "modularity": Estimator(
+        _modularity,
+        True,
+        "modularity of the k-means partition on the k-NN graph",
+        "Newman-Girvan modularity of k-means on the k-NN graph",
     ),
     "stability": Estimator(
         _stability,
