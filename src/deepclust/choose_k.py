@@ -1,0 +1,81 @@
+"""`--k auto`: the number of clusters of a run, estimated from its frozen features.
+
+The fit set of the config is loaded and its clean features taken from the feature cache
+(extracted once, shared with the training that follows); cluster.k_estimation chooses K
+from them without labels. The estimate, with the criterion's curve over K, is written to
+the run folder as k_estimate.json, which the report plots.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deepclust.config import RunConfig
+from deepclust.errors import ConfigError
+
+ESTIMATE_FILE = "k_estimate.json"
+
+
+def parse_k(text: str) -> int | str:
+    """'auto' or a whole number of clusters (at least 2), as given to --k / --clusters."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise ConfigError(f"--k must be a number of clusters or 'auto'; got '{text}'.") from None
+    if k < 2:
+        raise ConfigError(f"--k must be at least 2 clusters (or 'auto'); got {k}.")
+    return k
+
+
+def estimate_for_config(
+    cfg: RunConfig,
+    k_range: tuple[int, int] | None = None,
+    estimator: str | None = None,
+    device: str = "auto",
+) -> Any:
+    """KEstimate for the fit set of `cfg` (its encoder must be frozen)."""
+    import torch
+
+    from deepclust.cluster.k_estimation import DEFAULT_ESTIMATOR, estimate_k
+    from deepclust.data.datasets import load_protocol
+    from deepclust.encoders import build_encoder
+    from deepclust.engine.frozen import clean_features
+    from deepclust.engine.trainer import autocast_dtype, resolve_device
+
+    e, d = cfg.encoder, cfg.data
+    fit, _ = load_protocol(
+        cfg.dataset, d.protocol, d.data_dir, image_size=d.image_size, bad_images=d.bad_images,
+        include_unlabeled=d.include_unlabeled,
+    )  # fmt: skip
+    encoder = build_encoder(e.name, fit.image_size[0], e.stem, e.weights, e.input_size)
+    if encoder.trainable:
+        raise ConfigError(
+            f"--k auto needs a frozen pretrained encoder (e.g. --config frozen); '{e.name}' is "
+            "trained from scratch. Give the number of clusters instead."
+        )
+    dev = resolve_device(device)
+    feats = clean_features(encoder, fit, cfg, dev, autocast_dtype(cfg, dev), cfg.train.progress)
+    k_min, k_max = k_range if k_range is not None else (2, None)
+    return estimate_k(
+        feats.to(torch.float32).numpy(),
+        k_min,
+        k_max,
+        estimator or DEFAULT_ESTIMATOR,
+        seed=cfg.train.seed,
+        progress=cfg.train.progress,
+    )
+
+
+def write_estimate(run_dir: str | Path, estimate: Any) -> Path:
+    path = Path(run_dir) / ESTIMATE_FILE
+    path.write_text(json.dumps(estimate.as_dict(), indent=1))
+    return path
+
+
+def read_estimate(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / ESTIMATE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
