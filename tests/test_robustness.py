@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,13 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-import toy_method  # noqa: F401 - registers the test-only method "toy"
+import toy_method  # registers the test-only method "toy"
+from conftest import make_separable_images
 from deepclust import api
 from deepclust.cli import main
 from deepclust.config import build_config
-from deepclust.errors import ConfigError
+from deepclust.engine import checkpoint as ckpt
+from deepclust.engine.trainer import Trainer
+from deepclust.errors import CheckpointError, ConfigError, DeepclustError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TOY = {
@@ -63,6 +70,98 @@ def hold_lock(run_dir: Path) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
+
+
+# ------------------------------------------------------------------ 1. run folder lock
+
+
+def test_1_a_run_folder_has_one_writer(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    train = ["train", "--method", "kmeans", "--dataset", "digits", "--out", out, "--no-progress"]
+    holder = hold_lock(out)
+    try:
+        code, _, err = run(capsys, *train)
+        assert code == 2 and "in use by process" in err and str(holder.pid) in err
+        assert not (out / "last.pt").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with pytest.warns(UserWarning, match="no longer runs"):  # the dead holder's stale lock
+        assert run(capsys, *train)[0] == 0
+    assert not (out / ".deepclust.lock").exists()  # released on exit
+    holder = hold_lock(out)
+    try:
+        code, _, err = run(capsys, "train", "--resume", "--out", out, "--no-progress")
+        assert code == 2 and "in use by process" in err
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# ------------------------------------------------------------------ 3. train --out a foreign folder
+
+
+def test_3_train_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    files = {
+        "config.yaml": "# my carefully commented config\nmethod: kmeans\ndataset: digits\n",
+        "summary.json": '{"mine": true}',
+        "predictions.csv": "a,b\n",
+        "metrics.jsonl": '{"loss": 1}\n',
+    }
+    for name, text in files.items():
+        (out / name).write_text(text)
+    argv = ["train", "--config", out / "config.yaml", "--out", out, "--no-progress"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "not a deepclust run" in err
+    assert all(name in err for name in files)
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+    # a run killed before its first checkpoint left only what deepclust writes: restartable
+    fresh = tmp_path / "fresh"
+    assert run(capsys, "train", "--method", "kmeans", "--dataset", "digits", "--out", fresh)[0] == 0
+    for name in ("last.pt", "previous.pt", "summary.json", "predictions.csv"):
+        (fresh / name).unlink(missing_ok=True)
+    assert run(capsys, "train", "--method", "kmeans", "--dataset", "digits", "--out", fresh)[0] == 0
+
+
+# ------------------------------------------------------------------ 4. --epochs below the checkpoint
+
+
+def test_4_resume_below_the_checkpoint_epoch_is_refused(tmp_path):
+    api.train(toy(**{"train.epochs": 3}), out=tmp_path / "run")
+    shorter = api.resume_config(tmp_path / "run", overrides={"train.epochs": 1})
+    with pytest.raises(DeepclustError, match=r"at epoch 3.*--epochs 3 or more"):
+        api.train(shorter, out=tmp_path / "run", resume=True)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 3
+
+
+# ------------------------------------------------------------------ 5. data fingerprint
+
+
+def test_5_resume_on_other_data_is_refused_before_any_write(tmp_path):
+    first = make_separable_images(tmp_path / "a", per_class=8, seed=0)
+    overrides = {**TOY, "data.data_dir": str(first), "train.batch_size": 16, "train.epochs": 1}
+    cfg = api.make_config("toy", "imagefolder", overrides=overrides)
+    api.train(cfg, out=tmp_path / "run")
+    other = make_separable_images(tmp_path / "b", per_class=8, seed=1)  # same shape
+    fewer = make_separable_images(tmp_path / "c", per_class=8, seed=0)
+    shutil.rmtree(fewer / "yellow_disk")
+    snapshot = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    for data, what in ((other, "other image content"), (fewer, "classes")):
+        cfg = api.resume_config(
+            tmp_path / "run", overrides={"data.data_dir": str(data), "train.epochs": 2}
+        )
+        with pytest.raises(DeepclustError, match=f"differ from the run's.*{what}"):
+            api.train(cfg, out=tmp_path / "run", resume=True)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == snapshot
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)  # the same images elsewhere: accepted
+    cfg = api.resume_config(
+        tmp_path / "run", overrides={"data.data_dir": str(moved), "train.epochs": 2}
+    )
+    assert api.train(cfg, out=tmp_path / "run", resume=True).summary["epochs"] == 2
 
 
 # ------------------------------------------------------------------ 6. every PIL mode
@@ -124,6 +223,76 @@ def test_6_every_image_mode_decodes_to_its_colours(mode, tmp_path):
         assert np.abs(decoded.astype(int) - expected).max() <= 3
 
 
+# ------------------------------------------------------------------ 7. failed saves
+
+
+def test_7_failed_saves_leave_no_temp_file_and_say_why(tmp_path, monkeypatch):
+    state = {"model": {"w": torch.zeros(1000)}}
+    target = tmp_path / "last.pt"
+
+    def full_disk(obj, fh):
+        fh.write(b"x" * 100)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(ckpt.torch, "save", full_disk)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1, 1, 10))
+    with pytest.raises(CheckpointError, match=r"no space left.*needs about"):
+        ckpt.save_atomic(state, target)
+    assert list(tmp_path.iterdir()) == []
+
+    def read_only(obj, fh):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(ckpt.torch, "save", read_only)
+    with pytest.raises(CheckpointError, match="read-only"):
+        ckpt.save_atomic(state, target)
+
+    def killed(obj, fh):
+        fh.write(b"x" * 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_atomic(state, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_7_stale_temp_files_are_swept_on_start(tmp_path):
+    api.train(toy(**{"train.epochs": 1}), out=tmp_path / "run")
+    stale = tmp_path / "run" / ".last.pt.tmp-99999"
+    stale.write_bytes(b"x" * 1000)
+    cfg = api.resume_config(tmp_path / "run", overrides={"train.epochs": 2})
+    api.train(cfg, out=tmp_path / "run", resume=True)
+    assert not stale.exists()
+
+
+# ------------------------------------------------------------------ 8. metrics.jsonl on resume
+
+
+def test_8_resume_drops_the_lines_of_redone_epochs(tmp_path, monkeypatch):
+    extra = {"train.epochs": 4, "train.checkpoint_every": 2}
+    api.train(toy(**extra), out=tmp_path / "full")
+    original = toy_method.Toy.training_step
+
+    def dies_in_epoch_4(self, views, info):
+        if info.epoch == 3 and info.epoch_step == 2:
+            raise KeyboardInterrupt
+        return original(self, views, info)
+
+    monkeypatch.setattr(toy_method.Toy, "training_step", dies_in_epoch_4)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(toy(**extra), out=tmp_path / "killed")
+    monkeypatch.setattr(toy_method.Toy, "training_step", original)
+    Trainer(api.resume_config(tmp_path / "killed"), tmp_path / "killed", resume=True).fit()
+
+    def events(run):
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [(r["event"], r["epoch"]) for r in map(json.loads, lines) if r["event"] != "resume"]
+
+    assert events("killed") == events("full")
+    assert [e for e, _ in events("full")].count("train") == 4
+
+
 # ------------------------------------------------------------------ 9. unwritable feature cache
 
 
@@ -159,6 +328,19 @@ def test_10_config_values_are_validated(key, value):
         build_config("kmeans", "digits", None, [(key, value)])
 
 
+# ------------------------------------------------------------------ 11. one-line errors
+
+
+@pytest.mark.parametrize("broken", ["", "method: [unclosed\n", "just text\n"])
+def test_11_resume_with_a_broken_config_uses_the_checkpoint(tmp_path, capsys, broken):
+    api.train(toy(**{"train.epochs": 1}), out=tmp_path / "run")
+    (tmp_path / "run" / "config.yaml").write_text(broken)
+    with pytest.warns(UserWarning, match="checkpoint's config"):
+        code, _, err = run(capsys, "train", "--resume", "--out", tmp_path / "run", "--epochs", "2")
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 2
+
+
 # ------------------------------------------------------------------ 13. empty data, failed start
 
 
@@ -176,3 +358,4 @@ def test_13_empty_data_folder_says_no_images_and_leaves_no_run_folder(tmp_path, 
     ]
     code, _, err = run(capsys, *argv, "--out", out)
     assert code == 2 and "no images" in err and "single split" not in err
+    assert not out.exists()

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from deepclust.config import RunConfig, build_config, from_dict
 from deepclust.data.datasets import load_split
@@ -58,13 +57,13 @@ def resume_config(
     dataset: str | None = None,
     overrides: dict[str, Any] | list[tuple[str, Any]] | None = None,
 ) -> RunConfig:
-    """The config of an existing run, with the overrides applied (checked again by the trainer)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(
-            f"--resume: '{run_dir}' is not a deepclust run folder (no config.yaml)."
-        )
-    stored = yaml.safe_load(path.read_text())
+    """The config of an existing run, with the overrides applied (checked again by the trainer).
+
+    A missing or broken config.yaml falls back to the checkpoint's config, with a warning.
+    """
+    from deepclust.engine.runfolder import stored_config
+
+    stored = stored_config(Path(run_dir))
     for name, given in (("method", method), ("dataset", dataset)):
         if given is not None and given != stored[name]:
             raise CheckpointError(

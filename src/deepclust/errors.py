@@ -31,3 +31,7 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}."
+
+
+class RunFolderError(DeepclustError):
+    """A run folder is in use, not a run, or does not match what is being resumed."""
