@@ -99,6 +99,37 @@ def test_1_a_run_folder_has_one_writer(tmp_path, capsys):
         holder.wait()
 
 
+# ------------------------------------------------------------------ 2. outputs never overwrite
+
+
+def test_2_outputs_never_overwrite_what_they_did_not_write(km_run, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(photo)
+    other = tmp_path / "other.png"
+    shutil.copy(photo, other)
+    before = photo.read_bytes()
+    code, _, err = run(capsys, "predict", km_run, photo, other, "--out", photo)
+    assert code == 2 and "one of the inputs" in err and photo.read_bytes() == before
+    own = (km_run / "predictions.csv").read_bytes()
+    for force in ([], ["--force"]):
+        code, _, err = run(
+            capsys, "predict", km_run, photo, "--out", km_run / "predictions.csv", *force
+        )
+        assert code == 2 and "run's own" in err and (km_run / "predictions.csv").read_bytes() == own
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own,notes\n")
+    code, _, err = run(capsys, "predict", km_run, photo, "--out", notes)
+    assert code == 2 and "--force" in err and notes.read_text() == "my,own,notes\n"
+    assert run(capsys, "predict", km_run, photo, "--out", notes, "--force")[0] == 0
+    assert run(capsys, "predict", km_run, photo, "--out", notes)[0] == 0  # now its own file
+    page = tmp_path / "page.html"
+    page.write_text("<html>mine</html>")
+    code, _, err = run(capsys, "report", km_run, "--out", page)
+    assert code == 2 and page.read_text() == "<html>mine</html>"
+    code, _, err = run(capsys, "select", km_run, "--out", km_run / "summary.json")
+    assert code == 2 and "run's own" in err
+
+
 # ------------------------------------------------------------------ 3. train --out a foreign folder
 
 
@@ -331,6 +362,41 @@ def test_10_config_values_are_validated(key, value):
 # ------------------------------------------------------------------ 11. one-line errors
 
 
+def test_11_expected_errors_are_one_line_and_bugs_ask_for_a_report(tmp_path, capsys, monkeypatch):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    code, _, err = run(
+        capsys, "train", "--method", "kmeans", "--dataset", "digits", "--out", a_file
+    )
+    assert code == 2 and "is a file" in err and "Traceback" not in err
+    for raised, status, words in (
+        (OSError(errno.EROFS, "Read-only file system", "/ro/run"), 2, "read-only"),
+        (KeyboardInterrupt(), 130, "interrupted"),
+        (ValueError("boom"), 1, "please report it"),
+    ):
+
+        def fail(*args, error=raised, **kwargs):
+            raise error
+
+        monkeypatch.setattr(api, "train", fail)
+        code, _, err = run(capsys, "train", "--method", "kmeans", "--dataset", "digits")
+        assert code == status and words in err.lower(), err
+        assert ("Traceback" in err) == (status == 1)
+    monkeypatch.undo()
+
+
+def test_11_predict_into_a_missing_folder_and_crafted_checkpoints(km_run, tmp_path, capsys):
+    photo = tmp_path / "p.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(photo)
+    code, _, err = run(capsys, "predict", km_run, photo, "--out", tmp_path / "nope" / "p.csv")
+    assert code == 2 and "does not exist" in err and "Traceback" not in err
+    crafted = tmp_path / "crafted"
+    crafted.mkdir()
+    torch.save({"format": ckpt.FORMAT_VERSION, "model": {}}, crafted / "last.pt")
+    code, _, err = run(capsys, "evaluate", crafted)
+    assert code == 2 and "lacks a valid" in err and "config" in err
+
+
 @pytest.mark.parametrize("broken", ["", "method: [unclosed\n", "just text\n"])
 def test_11_resume_with_a_broken_config_uses_the_checkpoint(tmp_path, capsys, broken):
     api.train(toy(**{"train.epochs": 1}), out=tmp_path / "run")
@@ -339,6 +405,26 @@ def test_11_resume_with_a_broken_config_uses_the_checkpoint(tmp_path, capsys, br
         code, _, err = run(capsys, "train", "--resume", "--out", tmp_path / "run", "--epochs", "2")
     assert code == 0, err
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 2
+
+
+# ------------------------------------------------------------------ 12. evaluate --data-dir
+
+
+def test_12_evaluate_a_run_whose_data_moved(tmp_path, capsys, separable_images):
+    data = tmp_path / "data"
+    shutil.copytree(separable_images, data)
+    train = ["train", "--method", "kmeans", "--dataset", "imagefolder", "--data-dir", data]
+    assert (
+        run(capsys, *train, "--protocol", "all", "--encoder", "pixels", "--out", tmp_path / "r")[0]
+        == 0
+    )
+    data.rename(tmp_path / "moved")
+    code, _, err = run(capsys, "evaluate", tmp_path / "r")
+    assert code == 2 and "--data-dir" in err
+    code, out, _ = run(
+        capsys, "evaluate", tmp_path / "r", "--data-dir", tmp_path / "moved", "--json"
+    )
+    assert code == 0 and json.loads(out)["n"] == 160
 
 
 # ------------------------------------------------------------------ 13. empty data, failed start

@@ -142,13 +142,18 @@ class LoadedRun:
         return _eval_split(self.config, split or self.default_split, self.meta["image_size"])
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a trained method from its run folder (weights_only checkpoint)."""
+def load_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> LoadedRun:
+    """Rebuild a trained method from its run folder (weights_only checkpoint).
+
+    data_dir: where the run's dataset is now, when it moved since training.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder '{run_dir}' does not exist.")
     state = ckpt.load_latest(run_dir)
     cfg = from_dict(RunConfig, state["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
     meta = state["meta"]
     if not state.get("finished"):
         import warnings
@@ -515,6 +520,7 @@ def select(
     device: str = "auto",
     out: str | Path | None = None,
     with_labels: bool = True,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Rank runs of one dataset without labels; optionally compare with the best-by-labels.
 
@@ -531,7 +537,7 @@ def select(
         raise ConfigError(
             f"unknown criterion '{criterion}'; choose from {', '.join(sel.CRITERIA)}."
         )
-    runs = [load_run(d, device) for d in dirs]
+    runs = [load_run(d, device, data_dir) for d in dirs]
     keys = {
         (r.config.dataset, r.config.data.data_dir, r.meta["image_size"], r.default_split)
         for r in runs
@@ -616,6 +622,7 @@ def shift(
     device: str = "auto",
     max_images: int | None = None,
     write: bool = True,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Score a run on corrupted copies of its evaluation split (CIFAR-10-C recipe).
 
@@ -632,7 +639,7 @@ def shift(
             sh.check_corruption(names[0], level)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, data_dir)
     split = run.default_split
     full = run.load_split(split)
     if not full.has_labels:
@@ -753,6 +760,7 @@ def report(
     per_cluster: int = 12,
     max_points: int = 2000,
     protocols: str = "run",
+    data_dir: str | None = None,
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
@@ -766,7 +774,7 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, data_dir)
     data = run.load_split()
     k = run.meta["num_clusters"]
     summary_file = run_dir / "summary.json"

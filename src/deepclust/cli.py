@@ -10,9 +10,10 @@ from typing import Any
 
 from deepclust import api
 from deepclust.config import parse_overrides
-from deepclust.errors import DeepclustError
+from deepclust.errors import DeepclustError, report_failure
 from deepclust.evaluation.selection import CRITERIA as _CRITERIA
 from deepclust.evaluation.shift import CORRUPTIONS
+from deepclust.outputs import check_output, check_predict_outputs
 
 CRITERIA = list(_CRITERIA)
 
@@ -148,8 +149,9 @@ def _score_line(r: dict[str, Any]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = api.load_run(args.run_dir, args.device, args.data_dir)
     if args.split == "both" or args.protocol == "both":
-        results = api.evaluate_protocols(args.run_dir, device=args.device)
+        results = api.evaluate_protocols(run)
         if args.json:
             print(json.dumps({"run_dir": str(args.run_dir), "evaluations": results}))
             return 0
@@ -160,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if len(results) == 1:
             print("  (the dataset has a single split: no second protocol to report)")
         return 0
-    result = api.evaluate(args.run_dir, split=args.split, device=args.device)
+    result = api.evaluate(run, split=args.split)
     if args.json:
         print(json.dumps(result))
     else:
@@ -171,6 +173,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    npy = api.features_path(args.out) if args.features else None
+    check_predict_outputs(args.out, npy, args.paths, args.run_dir, args.force)
     rows = api.predict(
         args.run_dir,
         args.paths,
@@ -194,6 +198,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         dirs = api.expand_run_dirs(args.run_dirs)
         parents = {d.parent for d in dirs}
         out = (parents.pop() if len(parents) == 1 else Path(".")) / "selection.json"
+    check_output(out, "select", run_dirs=api.expand_run_dirs(args.run_dirs), force=args.force)
     result = api.select(
         args.run_dirs,
         criterion=args.criterion,
@@ -201,6 +206,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         device=args.device,
         out=out,
         with_labels=not args.no_labels,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps(result))
@@ -251,6 +257,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         max_images=args.max_images,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps(result))
@@ -277,6 +284,8 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    out = args.out or Path(args.run_dir) / "report.html"
+    check_output(out, "report", run_dirs=[args.run_dir], force=args.force)
     path = api.report(
         args.run_dir,
         out=args.out,
@@ -285,6 +294,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         per_cluster=args.per_cluster,
         max_points=args.max_points,
         protocols=args.protocol,
+        data_dir=args.data_dir,
     )
     print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
     return 0
@@ -316,6 +326,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where the run's dataset is now, if it moved since training")
+
+
+def _force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file that this command did not write",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepclust", description="Deep image clustering.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -336,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _data_dir_flag(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("predict", help="cluster new images with a trained run")
     p.add_argument("run_dir")
@@ -348,6 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write encoder features, float32 [N, D], to <out stem>.features.npy",
     )
+    _force_flag(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("select", help="rank runs (seeds, variants) without labels")
     p.add_argument("run_dirs", nargs="+", help="run folders, or a --seeds folder")
@@ -361,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _data_dir_flag(p)
+    _force_flag(p)
     p.set_defaults(func=cmd_select)
     p = sub.add_parser("shift", help="score a run on corrupted copies of its evaluation split")
     p.add_argument("run_dir")
@@ -375,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-images", type=int, help="evaluate on a fixed random subset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _data_dir_flag(p)
     p.set_defaults(func=cmd_shift)
     p = sub.add_parser("report", help="write a self-contained HTML report of a run")
     p.add_argument("run_dir")
@@ -389,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="both: also score the other split",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    _data_dir_flag(p)
+    _force_flag(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", help="list methods, datasets or encoders")
     p.add_argument("what", choices=["methods", "datasets", "encoders"])
@@ -402,12 +431,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; expected errors print one line (exit 2, Ctrl-C 130), bugs a traceback (1)."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except DeepclustError as e:
-        print(f"deepclust: error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:  # the one top-level handler
+        return report_failure(e)
 
 
 if __name__ == "__main__":
