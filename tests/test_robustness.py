@@ -128,6 +128,14 @@ def test_2_outputs_never_overwrite_what_they_did_not_write(km_run, tmp_path, cap
     assert code == 2 and page.read_text() == "<html>mine</html>"
     code, _, err = run(capsys, "select", km_run, "--out", km_run / "summary.json")
     assert code == 2 and "run's own" in err
+    other = tmp_path / "other-run"  # any run's own files, not only the command's run's
+    other.mkdir()
+    shutil.copy(km_run / "last.pt", other / "last.pt")
+    (other / "predictions.csv").write_text("index,path,label,cluster,confidence\n")
+    code, _, err = run(
+        capsys, "predict", km_run, photo, "--out", other / "predictions.csv", "--force"
+    )
+    assert code == 2 and "run's own" in err
 
 
 # ------------------------------------------------------------------ 3. train --out a foreign folder
@@ -193,6 +201,18 @@ def test_5_resume_on_other_data_is_refused_before_any_write(tmp_path):
         tmp_path / "run", overrides={"data.data_dir": str(moved), "train.epochs": 2}
     )
     assert api.train(cfg, out=tmp_path / "run", resume=True).summary["epochs"] == 2
+
+
+def test_5_older_checkpoints_without_a_fingerprint_check_the_count():
+    from deepclust.data.store import ImageSet
+    from deepclust.engine.fingerprint import check_same_data, data_fingerprint
+
+    images = ImageSet(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), torch.zeros(5, dtype=torch.long))
+    fingerprint = data_fingerprint(images)
+    cfg = build_config("kmeans", "digits")
+    check_same_data({"meta": {"num_samples": 5}}, fingerprint, cfg)
+    with pytest.raises(DeepclustError, match="5 images instead of 6"):
+        check_same_data({"meta": {"num_samples": 6}}, fingerprint, cfg)
 
 
 # ------------------------------------------------------------------ 6. every PIL mode
@@ -322,6 +342,18 @@ def test_8_resume_drops_the_lines_of_redone_epochs(tmp_path, monkeypatch):
 
     assert events("killed") == events("full")
     assert [e for e, _ in events("full")].count("train") == 4
+
+
+def test_8_older_checkpoints_cut_the_log_by_epoch(tmp_path):
+    from deepclust.engine.runfolder import truncate_log
+
+    log = tmp_path / "metrics.jsonl"
+    records = [{"event": "train", "epoch": 1}, {"event": "eval", "epoch": 1}]
+    later = [{"event": "train", "epoch": 2}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records + later) + '{"event": "tr')
+    truncate_log(log, {"epoch": 1})  # no log_bytes: every record of a later epoch goes
+    assert [json.loads(x) for x in log.read_text().splitlines()] == records
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
 
 # ------------------------------------------------------------------ 9. unwritable feature cache

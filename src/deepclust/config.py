@@ -149,8 +149,8 @@ RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
 
 def _range_text(low: float | None, high: float | None, open_low: bool) -> str:
     if high is not None:
-        return f"between {low:g} and {high:g}"
-    return f"{'greater than' if open_low else 'at least'} {low:g}"
+        return f"between {low} and {high}"
+    return f"{'greater than' if open_low else 'at least'} {low}"
 
 
 def check_ranges(cfg: RunConfig) -> None:

@@ -2,7 +2,8 @@
 
 An `--out` that exists is replaced only when it is what the same command writes (a
 predictions CSV, a deepclust HTML report, a selection JSON) or with `--force`; an input
-image and a run's own files (engine/runfolder.RUN_FILES) are refused even with --force.
+image and a run's own files (engine/runfolder.RUN_FILES, in the command's run folders or
+any folder with a checkpoint) are refused even with --force.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from deepclust.engine.runfolder import RUN_FILES
+from deepclust.engine.runfolder import RUN_FILES, has_checkpoint
 from deepclust.errors import OutputError
 
 PREDICT_HEADER = "path,cluster,confidence"
@@ -59,12 +60,12 @@ def check_output(
     where = target.resolve()
     if any(Path(p).resolve() == where for p in inputs):
         raise OutputError(f"--out '{out}' is one of the inputs: choose another --out.")
-    for run_dir in run_dirs:
-        if where.parent == Path(run_dir).resolve() and target.name in RUN_FILES:
-            raise OutputError(
-                f"--out '{out}' is the run's own {target.name}, which only `deepclust train` "
-                "writes: choose another --out."
-            )
+    runs = {Path(d).resolve() for d in run_dirs}
+    if target.name in RUN_FILES and (where.parent in runs or has_checkpoint(where.parent)):
+        raise OutputError(
+            f"--out '{out}' is the run's own {target.name}, which only `deepclust train` "
+            "writes: choose another --out."
+        )
     if target.is_dir():
         raise OutputError(f"--out '{out}' is a folder: name a file.")
     what, written_by_command = KINDS[command]
