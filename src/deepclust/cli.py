@@ -13,7 +13,6 @@ from deepclust.config import parse_overrides
 from deepclust.errors import DeepclustError, report_failure
 from deepclust.evaluation.selection import CRITERIA as _CRITERIA
 from deepclust.evaluation.shift import CORRUPTIONS
-from deepclust.outputs import check_output, check_predict_outputs
 
 CRITERIA = list(_CRITERIA)
 
@@ -173,6 +172,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deepclust.outputs import check_predict_outputs
+
     npy = api.features_path(args.out) if args.features else None
     check_predict_outputs(args.out, npy, args.paths, args.run_dir, args.force)
     rows = api.predict(
@@ -198,6 +199,8 @@ def cmd_select(args: argparse.Namespace) -> int:
         dirs = api.expand_run_dirs(args.run_dirs)
         parents = {d.parent for d in dirs}
         out = (parents.pop() if len(parents) == 1 else Path(".")) / "selection.json"
+    from deepclust.outputs import check_output
+
     check_output(out, "select", run_dirs=api.expand_run_dirs(args.run_dirs), force=args.force)
     result = api.select(
         args.run_dirs,
@@ -284,6 +287,8 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from deepclust.outputs import check_output
+
     out = args.out or Path(args.run_dir) / "report.html"
     check_output(out, "report", run_dirs=[args.run_dir], force=args.force)
     path = api.report(

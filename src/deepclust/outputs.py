@@ -15,7 +15,7 @@ from pathlib import Path
 from deepclust.engine.runfolder import RUN_FILES, has_checkpoint
 from deepclust.errors import OutputError
 
-PREDICT_HEADER = "path,cluster,confidence"
+PREDICT_COLUMNS = {"path", "cluster", "confidence"}  # what every predictions CSV holds
 
 
 def _head(path: Path, size: int = 4096) -> str:
@@ -24,7 +24,9 @@ def _head(path: Path, size: int = 4096) -> str:
 
 
 def _is_predictions(path: Path) -> bool:
-    return _head(path).startswith(PREDICT_HEADER)
+    """A CSV whose header names the predictions columns (in any order, with others)."""
+    header = _head(path).splitlines()[:1]
+    return bool(header) and PREDICT_COLUMNS.issubset(c.strip() for c in header[0].split(","))
 
 
 def _is_report(path: Path) -> bool:
