@@ -77,7 +77,9 @@ def test_resnet50_and_unknown_encoder():
 
 
 def test_atomic_checkpoint_keeps_previous_and_falls_back(tmp_path):
-    state = {"format": ckpt.FORMAT_VERSION, "w": torch.arange(3), "epoch": 1}
+    meta = {"num_clusters": 2, "image_size": 8, "num_samples": 3}
+    state = {"format": ckpt.FORMAT_VERSION, "method": "toy", "config": {}, "meta": meta}
+    state.update({"model": {"w": torch.arange(3)}, "rng": {}, "epoch": 1})
     ckpt.save_atomic(state, tmp_path / ckpt.LAST)
     ckpt.save_atomic({**state, "epoch": 2}, tmp_path / ckpt.LAST)
     assert ckpt.load_latest(tmp_path)["epoch"] == 2

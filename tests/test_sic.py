@@ -3,6 +3,7 @@ the method on a synthetic vision-language world; vocabularies; the tiny-CLIP bac
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import string
@@ -288,12 +289,8 @@ def test_sic_recovers_and_names_the_classes_of_a_synthetic_world(tmp_path, capsy
     result = api.train(cfg, out=tmp_path / "run")
     assert result.summary["metrics"]["acc"] >= 0.98
     written = json.loads((tmp_path / "run" / "cluster_names.json").read_text())
-    clusters = torch.tensor(
-        [
-            int(r.split(",")[3])
-            for r in (tmp_path / "run" / "predictions.csv").read_text().split()[1:]
-        ]
-    )
+    with open(tmp_path / "run" / "predictions.csv", newline="") as fh:
+        clusters = torch.tensor([int(r["cluster"]) for r in csv.DictReader(fh)])
     for c, words in enumerate(written):
         majority = int(labels[clusters == c].mode().values)
         assert sorted(words[:3]) == [f"{names[majority]} noun{j}" for j in range(3)]

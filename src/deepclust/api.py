@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from deepclust.config import RunConfig, build_config, from_dict
 from deepclust.data.datasets import load_split
@@ -64,13 +63,13 @@ def resume_config(
     dataset: str | None = None,
     overrides: dict[str, Any] | list[tuple[str, Any]] | None = None,
 ) -> RunConfig:
-    """The config of an existing run, with the overrides applied (checked again by the trainer)."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CheckpointError(
-            f"--resume: '{run_dir}' is not a deepclust run folder (no config.yaml)."
-        )
-    stored = yaml.safe_load(path.read_text())
+    """The config of an existing run, with the overrides applied (checked again by the trainer).
+
+    A missing or broken config.yaml falls back to the checkpoint's config, with a warning.
+    """
+    from deepclust.engine.runfolder import stored_config
+
+    stored = stored_config(Path(run_dir))
     for name, given in (("method", method), ("dataset", dataset)):
         if given is not None and given != stored[name]:
             raise CheckpointError(
@@ -169,13 +168,18 @@ class LoadedRun:
         return _eval_split(self.config, split or self.default_split, self.meta["image_size"])
 
 
-def load_run(run_dir: str | Path, device: str = "auto") -> LoadedRun:
-    """Rebuild a trained method from its run folder (weights_only checkpoint)."""
+def load_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> LoadedRun:
+    """Rebuild a trained method from its run folder (weights_only checkpoint).
+
+    data_dir: where the run's dataset is now, when it moved since training.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder '{run_dir}' does not exist.")
     state = ckpt.load_latest(run_dir)
     cfg = from_dict(RunConfig, state["config"])
+    if data_dir is not None:
+        cfg.data.data_dir = str(data_dir)
     meta = state["meta"]
     if not state.get("finished"):
         import warnings
@@ -534,6 +538,7 @@ def select(
     device: str = "auto",
     out: str | Path | None = None,
     with_labels: bool = True,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Rank runs of one dataset without labels; optionally compare with the best-by-labels.
 
@@ -550,7 +555,7 @@ def select(
         raise ConfigError(
             f"unknown criterion '{criterion}'; choose from {', '.join(sel.CRITERIA)}."
         )
-    runs = [load_run(d, device) for d in dirs]
+    runs = [load_run(d, device, data_dir) for d in dirs]
     keys = {
         (r.config.dataset, r.config.data.data_dir, r.meta["image_size"], r.default_split)
         for r in runs
@@ -635,6 +640,7 @@ def shift(
     device: str = "auto",
     max_images: int | None = None,
     write: bool = True,
+    data_dir: str | None = None,
 ) -> dict[str, Any]:
     """Score a run on corrupted copies of its evaluation split (CIFAR-10-C recipe).
 
@@ -651,7 +657,7 @@ def shift(
             sh.check_corruption(names[0], level)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, data_dir)
     split = run.default_split
     full = run.load_split(split)
     if not full.has_labels:
@@ -772,6 +778,7 @@ def report(
     per_cluster: int = 12,
     max_points: int = 2000,
     protocols: str = "run",
+    data_dir: str | None = None,
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
@@ -786,7 +793,7 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
     run_dir = Path(run_dir)
-    run = load_run(run_dir, device)
+    run = load_run(run_dir, device, data_dir)
     data = run.load_split()
     k = run.meta["num_clusters"]
     summary_file = run_dir / "summary.json"

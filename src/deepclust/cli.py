@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepclust import __version__, progress
-from deepclust.errors import DeepclustError
+from deepclust.errors import DeepclustError, report_failure
 
 # Kept here so that building the parser imports nothing heavy; tests/test_cli.py checks
 # they equal evaluation.selection.CRITERIA and evaluation.shift.CORRUPTIONS.
@@ -253,8 +253,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    run = api.load_run(args.run_dir, args.device, args.data_dir)
     if args.split == "both" or args.protocol == "both":  # --protocol both: the old spelling
-        results = api.evaluate_protocols(args.run_dir, device=args.device)
+        results = api.evaluate_protocols(run)
         if args.json:
             print(json.dumps({"run_dir": str(args.run_dir), "evaluations": results}))
             return 0
@@ -265,7 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if len(results) == 1:
             print("  (the dataset has a single split: no second protocol to report)")
         return 0
-    result = api.evaluate(args.run_dir, split=args.split, device=args.device)
+    result = api.evaluate(run, split=args.split)
     if args.json:
         print(json.dumps(result))
     else:
@@ -276,6 +277,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from deepclust.outputs import check_predict_outputs
+
+    npy = api.features_path(args.out) if args.features else None
+    check_predict_outputs(args.out, npy, args.paths, args.run_dir, args.force)
     rows = api.predict(
         args.run_dir,
         args.paths,
@@ -299,6 +304,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         dirs = api.expand_run_dirs(args.run_dirs)
         parents = {d.parent for d in dirs}
         out = (parents.pop() if len(parents) == 1 else Path(".")) / "selection.json"
+    from deepclust.outputs import check_output
+
+    check_output(out, "select", run_dirs=api.expand_run_dirs(args.run_dirs), force=args.force)
     result = api.select(
         args.run_dirs,
         criterion=args.criterion,
@@ -306,6 +314,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         device=args.device,
         out=out,
         with_labels=not args.no_labels,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps(result))
@@ -356,6 +365,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         max_images=args.max_images,
+        data_dir=args.data_dir,
     )
     if args.json:
         print(json.dumps(result))
@@ -382,6 +392,10 @@ def cmd_shift(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from deepclust.outputs import check_output
+
+    out = args.out or Path(args.run_dir) / "report.html"
+    check_output(out, "report", run_dirs=[args.run_dir], force=args.force)
     path = api.report(
         args.run_dir,
         out=args.out,
@@ -390,6 +404,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         per_cluster=args.per_cluster,
         max_points=args.max_points,
         protocols="both" if "both" in (args.split, args.protocol) else "run",
+        data_dir=args.data_dir,
     )
     print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
     return 0
@@ -434,6 +449,18 @@ def _run_parser(
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--device", default="auto", choices=DEVICES)
     return p
+
+
+def _data_dir_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where the run's dataset is now, if it moved since training")
+
+
+def _force_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out file that this command did not write",
+    )
 
 
 def _split_arguments(p: argparse.ArgumentParser, choices: list[str], text: str) -> None:
@@ -531,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train+test and its test part), each labelled",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_dir_flag(p)
     p.set_defaults(func=cmd_evaluate)
     p = _run_parser(sub, common, "predict", "cluster new images with a trained run")
     p.add_argument("paths", nargs="+", help="image files or folders")
@@ -541,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also write encoder features, float32 [N, D], to <out stem>.features.npy",
     )
+    _force_flag(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser(
         "select", parents=[common], help="rank runs (seeds, variants) without labels"
@@ -556,6 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--device", default="auto", choices=DEVICES)
+    _data_dir_flag(p)
+    _force_flag(p)
     p.set_defaults(func=cmd_select)
     p = _run_parser(sub, common, "shift", "score a run on corrupted copies of its evaluation split")
     p.add_argument(
@@ -565,6 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the random corruptions")
     p.add_argument("--max-images", type=int, help="evaluate on a fixed random subset")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _data_dir_flag(p)
     p.set_defaults(func=cmd_shift)
     p = _run_parser(sub, common, "report", "write a self-contained HTML report of a run")
     p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/report.html")
@@ -572,6 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-cluster", type=int, default=12, help="sample images per cluster")
     p.add_argument("--max-points", type=int, default=2000, help="points in the embedding plot")
     _split_arguments(p, ["run", "both"], "both: also score the other split")
+    _data_dir_flag(p)
+    _force_flag(p)
     p.set_defaults(func=cmd_report)
     p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
     p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
@@ -586,14 +620,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; expected errors print one line (exit 2, Ctrl-C 130), bugs a traceback (1)."""
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):
         progress.disable_all()
     try:
         return args.func(args)
-    except DeepclustError as e:
-        print(f"deepclust: error: {e}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as e:  # the one top-level handler
+        return report_failure(e)
 
 
 if __name__ == "__main__":

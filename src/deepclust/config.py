@@ -7,6 +7,7 @@ options, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -116,8 +117,68 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     params: dict[str, Any] = field(default_factory=dict)  # the method's own settings, typed by it
 
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+
+# Allowed range of every numeric config value: (dotted key, lowest, highest, lowest excluded).
+# None as a value (where the type allows it) means "off" or "the default" and is not checked.
+RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
+    ("clusters", 2, None, False),
+    ("data.image_size", 1, None, False),
+    ("data.num_workers", 0, None, False),
+    ("data.eval_center_crop", 1, None, False),
+    ("encoder.input_size", 1, None, False),
+    ("encoder.augmented_copies", 0, None, False),
+    ("encoder.neighbours", 0, None, False),
+    ("encoder.feature_noise", 0, None, False),
+    ("train.epochs", 0, None, False),
+    ("train.batch_size", 1, None, False),
+    ("train.eval_batch_size", 1, None, False),
+    ("train.seed", 0, 2**63 - 1, False),
+    ("train.grad_clip", 0, None, False),
+    ("train.eval_every", 0, None, False),
+    ("train.checkpoint_every", 1, None, False),
+    ("train.max_steps_per_epoch", 1, None, False),
+    ("train.cpu_threads", 0, None, False),
+    ("train.optimizer.lr", 0, None, True),
+    ("train.optimizer.weight_decay", 0, None, False),
+    ("train.optimizer.momentum", 0, 1, False),
+    ("train.optimizer.betas", 0, 1, False),
+    ("train.schedule.warmup_iters", 0, None, False),
+    ("train.schedule.warmup_epochs", 0, None, False),
+    ("train.schedule.milestones", 0, None, False),
+    ("train.schedule.gamma", 0, None, True),
+    ("train.schedule.min_lr_ratio", 0, 1, False),
+)
+
+
+def _range_text(low: float | None, high: float | None, open_low: bool) -> str:
+    if high is not None:
+        return f"between {low} and {high}"
+    return f"{'greater than' if open_low else 'at least'} {low}"
+
+
+def check_ranges(cfg: RunConfig) -> None:
+    """Raise ConfigError naming the key, the value and its range for any value out of range."""
+    for key, low, high, open_low in RANGES:
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        items = value if isinstance(value, tuple | list) else (value,)
+        for item in items:
+            if item is None:
+                continue
+            bad = not math.isfinite(item) or (
+                low is not None and (item <= low if open_low else item < low)
+            )
+            if bad or (high is not None and item > high):
+                raise ConfigError(
+                    f"'{key}' must be {_range_text(low, high, open_low)}; got {value!r}."
+                )
 
 
 def to_plain(obj: Any) -> Any:

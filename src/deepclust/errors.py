@@ -6,6 +6,9 @@ The CLI prints these without a traceback; anything else is a bug and keeps its t
 from __future__ import annotations
 
 import difflib
+import errno
+import sys
+import traceback
 from collections.abc import Iterable
 
 
@@ -31,3 +34,60 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}."
+
+
+class OutputError(DeepclustError):
+    """An output file or folder would overwrite something deepclust did not write."""
+
+
+class RunFolderError(DeepclustError):
+    """A run folder is in use, not a run, or does not match what is being resumed."""
+
+
+# OS errors a user can fix (paths, permissions, space), shown in one line.
+USER_OS_ERRORS = {
+    errno.ENOENT: "does not exist",
+    errno.ENOTDIR: "a part of the path is not a folder",
+    errno.EISDIR: "is a folder, not a file",
+    errno.EEXIST: "already exists",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+def os_error_line(e: OSError) -> str | None:
+    """One line for an OS error on a user path, or None when it is not one of those."""
+    if e.errno not in USER_OS_ERRORS:
+        return None
+    where = f"'{e.filename}': " if e.filename else ""
+    return (
+        f"{where}{USER_OS_ERRORS[e.errno]} ({e.strerror or e}). Check the path and its permissions."
+    )
+
+
+def report_failure(e: Exception | KeyboardInterrupt) -> int:
+    """Print why a command failed and return its exit status (the CLI's one handler).
+
+    DeepclustError and OS errors on user paths: one line, exit 2. Ctrl-C: one line, exit 130.
+    Anything else is a bug: the traceback and a request to report it, exit 1.
+    """
+    if isinstance(e, KeyboardInterrupt):
+        print("deepclust: interrupted", file=sys.stderr)
+        return 130
+    line = str(e) if isinstance(e, DeepclustError) else None
+    if isinstance(e, OSError):
+        line = os_error_line(e)
+    if line is not None:
+        print(f"deepclust: error: {line}", file=sys.stderr)
+        return 2
+    traceback.print_exception(e)
+    print(
+        "deepclust: this is a bug in deepclust, not in your input. Please report it on the "
+        "deepclust issue tracker with the command you ran and the traceback above.",
+        file=sys.stderr,
+    )
+    return 1

@@ -548,7 +548,20 @@ def _folder_splits(root: Path) -> dict[str, Path]:
 
 
 def _folder_available(root: Path) -> tuple[str, ...]:
-    return tuple(_folder_splits(root))
+    """The splits of an image folder; DataError when it holds no image at all."""
+    splits = _folder_splits(root)
+    if not any(_holds_an_image(folder) for folder in splits.values()):
+        raise _no_images(root)
+    return tuple(splits)
+
+
+def _holds_an_image(folder: Path) -> bool:
+    """Whether any image file lies in folder or below it (stops at the first)."""
+    for _, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        if any(readers.is_image_file(f) for f in filenames):
+            return True
+    return False
 
 
 def _list_folder(folder: Path) -> tuple[dict[str, list[str]], list[str]]:

@@ -42,7 +42,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".tiff",
 )
 BAD_IMAGE_MODES: tuple[str, ...] = ("skip", "fail")
-CACHE_VERSION = 1  # bump when decoding or resizing changes, so old cache files are not reused
+CACHE_VERSION = 2  # bump when decoding or resizing changes, so old cache files are not reused
 _SHOWN_BAD = 5  # how many skipped files a warning names
 
 
@@ -224,6 +224,46 @@ def fit_array(images: np.ndarray, size: int, chunk: int = 1024) -> np.ndarray:
 
 # --------------------------------------------------------------------------- image files
 
+# Transparent pixels are shown over this colour (as a browser shows a PNG on a white page).
+ALPHA_BACKGROUND = (255, 255, 255)
+ALPHA_MODES = ("RGBA", "LA", "PA")
+
+
+def _gray_to_8bit(im: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grayscale image -> mode L, by its value range.
+
+    I;16*: 0..65535. F: 0..1 when its values fit, else like I. I: 0..255 when its values fit
+    (an 8-bit image stored as integers), else 0..65535 (16-bit), else its own min..max.
+    """
+    a = np.asarray(im, dtype=np.float64)
+    finite = a[np.isfinite(a)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if im.mode.startswith("I;16"):
+        scale, offset = 255 / 65535, 0.0
+    elif im.mode == "F" and low >= 0 and high <= 1:
+        scale, offset = 255.0, 0.0
+    elif low >= 0 and high <= 255:
+        scale, offset = 1.0, 0.0
+    elif low >= 0 and high <= 65535:
+        scale, offset = 255 / 65535, 0.0
+    else:
+        scale, offset = 255 / max(high - low, 1e-12), low
+    out = np.nan_to_num((a - offset) * scale, nan=0.0)
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "L")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB with its full value range, transparency over ALPHA_BACKGROUND."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        return _gray_to_8bit(im).convert("RGB")
+    if (im.mode == "P" and "transparency" in im.info) or im.mode == "RGBa":
+        im = im.convert("RGBA")  # a palette's transparent entry; premultiplied alpha
+    if im.mode in ALPHA_MODES:
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (*ALPHA_BACKGROUND, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return im.convert("RGB")
+
 
 def decode_image(path: str, size: int | None) -> np.ndarray:
     """Decode one image file fully -> uint8 [H, W, 3]; resized/cropped when size is given.
@@ -237,7 +277,7 @@ def decode_image(path: str, size: int | None) -> np.ndarray:
             if scale < 1:  # let libjpeg decode at a reduced scale that still covers `size`
                 im.draft("RGB", (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
         im.load()
-        rgb = im.convert("RGB")
+        rgb = to_rgb(im)
     if size is not None:
         rgb = fit_image(rgb, size)
     return np.asarray(rgb, dtype=np.uint8)

@@ -13,11 +13,12 @@ import hashlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from deepclust.data.readers import cache_root
@@ -98,7 +99,8 @@ def extract_features(
         partial = folder / f"{key}.partial"
         if target.exists():
             return load_file(str(target))["features"]
-        partial.mkdir(parents=True, exist_ok=True)
+        if not _writable(partial):
+            target = partial = None
     make_input = view_function(encoder, kind, images.image_size[0])
     encoder = encoder.to(device).eval()
     layout = fast_layout(encoder)
@@ -132,8 +134,8 @@ def extract_features(
         chunk = torch.cat(outs)
         dt = time.perf_counter() - t0
         seconds += dt
-        if done is not None:
-            save_atomic({"features": chunk}, done, {"seconds": f"{dt:.3f}"})
+        if done is not None and not _try_save({"features": chunk}, done, {"seconds": f"{dt:.3f}"}):
+            target = partial = None
         chunks.append(chunk)
     bar.close()
     encoder.to(memory_format=torch.contiguous_format)
@@ -147,8 +149,8 @@ def extract_features(
             "loadavg_start": load_start,
             "loadavg_end": load_average(),
         }
-        save_atomic({"features": features}, target, info)
-        shutil.rmtree(partial, ignore_errors=True)
+        if _try_save({"features": features}, target, info):
+            shutil.rmtree(partial, ignore_errors=True)
     return features
 
 
@@ -208,5 +210,39 @@ def save_atomic(
 ) -> None:
     """Write a safetensors file so that readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _warn_no_cache(path: Path, error: Exception) -> None:
+    warnings.warn(
+        f"the feature cache {path.parent} is not writable ({error}); running without it, so "
+        "features are extracted again next time. Set DEEPCLUST_CACHE to a writable folder, "
+        "or DEEPCLUST_NO_CACHE=1.",
+        stacklevel=4,
+    )
+
+
+def _writable(folder: Path) -> bool:
+    """Create a cache folder; False (with a warning) when that is not possible."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _warn_no_cache(folder / ".", e)
+        return False
+    return True
+
+
+def _try_save(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> bool:
+    """save_atomic, or False with a warning when the cache cannot be written (full, read-only)."""
+    try:
+        save_atomic(tensors, path, metadata)
+    except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own
+        _warn_no_cache(path, e)
+        return False
+    return True

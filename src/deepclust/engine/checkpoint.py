@@ -7,9 +7,11 @@ disk never costs more than one checkpoint interval.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,16 +24,83 @@ from deepclust.errors import CheckpointError
 LAST = "last.pt"
 PREVIOUS = "previous.pt"
 FORMAT_VERSION = 1
+# What load_run and resume read from a checkpoint, besides "format".
+REQUIRED = {"method": str, "config": dict, "meta": dict, "epoch": int, "model": dict, "rng": dict}
+META = ("num_clusters", "image_size", "num_samples")
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: Path) -> Path:
+    """The hidden temporary file `path` is written to before it is renamed into place."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def is_temp_file(name: str) -> bool:
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def sweep_temp_files(run_dir: Path) -> None:
+    """Delete the temporary files of saves that a kill interrupted (call with the lock held)."""
+    for path in Path(run_dir).iterdir():
+        if is_temp_file(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+
+
+def _tensor_bytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _save_error(e: BaseException, path: Path, state: dict[str, Any]) -> CheckpointError | None:
+    """A one-line error for a full or read-only disk; None for anything else."""
+    need = _tensor_bytes(state) * 1.05 + 1e5
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    code = getattr(e, "errno", None)
+    if code == errno.EROFS:
+        return CheckpointError(
+            f"cannot write checkpoint '{path}': the file system is read-only. "
+            "Use an --out on a writable disk."
+        )
+    # torch's zip writer reports a full disk as RuntimeError "... unexpected pos ..."
+    full = code in (errno.ENOSPC, errno.EDQUOT) or (
+        isinstance(e, RuntimeError) and free is not None and free < need
+    )
+    if not full:
+        return None
+    have = f"{free / 1e6:.1f} MB free" if free is not None else "free space unknown"
+    return CheckpointError(
+        f"cannot write checkpoint '{path}': no space left on the device ({have}; a checkpoint "
+        f"of this run needs about {need / 1e6:.1f} MB). Free space, then continue with --resume."
+    )
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
-    """Write `state` to `path` so that readers see the old file or the new one, never half."""
+    """Write `state` to `path` so that readers see the old file or the new one, never half.
+
+    The temporary file is removed when the write fails; a full or read-only disk raises a
+    one-line CheckpointError that says how much space a checkpoint needs.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        error = _save_error(e, path, state) if isinstance(e, OSError | RuntimeError) else None
+        if error is not None:
+            raise error from e
+        raise
     if path.exists():
         os.replace(path, path.with_name(PREVIOUS))
     os.replace(tmp, path)
@@ -55,6 +124,16 @@ def _load(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({e}).") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"'{path}' is not a deepclust checkpoint (format {FORMAT_VERSION}).")
+    wrong = [k for k, kind in REQUIRED.items() if not isinstance(state.get(k), kind)]
+    meta = state.get("meta")
+    wrong += [
+        f"meta.{k}" for k in META if isinstance(meta, dict) and not isinstance(meta.get(k), int)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"checkpoint '{path}' lacks a valid {', '.join(wrong)}: it was not written by "
+            "deepclust or was altered. Use the run's own checkpoint, or train again."
+        )
     return state
 
 

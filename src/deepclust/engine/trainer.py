@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tqdm.auto import tqdm
 
 from deepclust.config import RunConfig, params_from_dict
@@ -34,8 +33,10 @@ from deepclust.engine import checkpoint as ckpt
 from deepclust.engine.batchnorm import convert_to_global_batchnorm
 from deepclust.engine.context import FitContext, run_batched
 from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from deepclust.engine.fingerprint import check_resume_epochs, check_same_data, data_fingerprint
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.machine import cpu_model
+from deepclust.engine.runfolder import RunFolder, log_size, truncate_log, write_config
 from deepclust.engine.sampler import epoch_batches, num_batches, stream_batches
 from deepclust.engine.schedule import lr_factor, plan_steps, warmup_steps
 from deepclust.engine.transfer import to_device
@@ -470,10 +471,16 @@ class Trainer:
                 f"--resume: the config differs from the run's in {', '.join(diffs)}. Only "
                 f"{', '.join(RESUMABLE_CHANGES)} may change on resume; start a new run for the rest."
             )
+        check_resume_epochs(state, self.cfg)
         return state
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> RunResult:
+        """Train (or resume) holding the run folder's lock; see engine/runfolder.py."""
+        with RunFolder(self.run_dir, self.resume):
+            return self._fit()
+
+    def _fit(self) -> RunResult:
         cfg, t_start = self.cfg, time.time()
         check_names(cfg)  # fail on a typo before minutes of data loading
         device = resolve_device(cfg.train.device)
@@ -501,6 +508,9 @@ class Trainer:
         k = resolve_num_clusters(cfg, fit_set, eval_set)
         cfg = self.cfg = planned_config(cfg, len(fit_set), k)
         image_size = fit_set.image_size[0]
+        fingerprint = data_fingerprint(fit_set)
+        if state is not None:  # before anything in the run folder changes
+            check_same_data(state, fingerprint, cfg)
         method = build_method(cfg, k, image_size, len(fit_set)).to(device)
         eval_tf = evaluation_transform(cfg, method, image_size)
         amp = autocast_dtype(cfg, device)
@@ -534,11 +544,8 @@ class Trainer:
             "num_samples": len(fit_set),
             "class_names": list(eval_set.class_names),
             "device": device_description(device),
+            "data": fingerprint,
         }
-        if dist.is_main:
-            (self.run_dir / "config.yaml").write_text(
-                yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-            )
 
         spec = method.view_spec()
         epochs = cfg.train.epochs if spec is not None else 0
@@ -569,7 +576,11 @@ class Trainer:
                 match_parameter_layout(optimizer)
             ckpt.restore_rng(state["rng"])
             start_epoch = state["epoch"]
+            if dist.is_main:  # those epochs run again: their lines go
+                truncate_log(log.path, state)
             log.write({"event": "resume", "epoch": start_epoch})
+        if dist.is_main:
+            write_config(self.run_dir, cfg)
 
         def save(epoch: int, finished: bool) -> None:
             if dist.is_main:
@@ -584,6 +595,7 @@ class Trainer:
                         "model": method.checkpoint_state(),
                         "optimizer": optimizer.state_dict() if optimizer is not None else {},
                         "rng": ckpt.rng_state(),
+                        "log_bytes": log_size(log.path),
                     },
                     self.run_dir / ckpt.LAST,
                 )
