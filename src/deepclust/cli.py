@@ -536,19 +536,8 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.set_defaults(func=cmd_cluster)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: a subcommand's default must not undo `deepclust --no-progress CMD`
-    common.add_argument(
-        "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
-    )
-    parser = argparse.ArgumentParser(
-        prog="deepclust", description="Deep image clustering.", parents=[common]
-    )
-    parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _cluster_parser(sub, common)
-    _train_parser(sub, common)
+def _scoring_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The commands that read one run folder: evaluate, predict, shift, report."""
     p = _run_parser(sub, common, "evaluate", "score a run folder against labels")
     _split_arguments(
         p,
@@ -571,23 +560,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _force_flag(p)
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser(
-        "select", parents=[common], help="rank runs (seeds, variants) without labels"
-    )
-    p.add_argument("run_dirs", nargs="+", help="run folders, or a --seeds folder")
-    p.add_argument(
-        "--criterion", choices=CRITERIA, help="default: consensus for 3+ runs, else views"
-    )
-    p.add_argument("--max-images", type=int, default=2000, help="evaluation images used")
-    p.add_argument("--out", metavar="FILE.json", help="default: selection.json next to the runs")
-    p.add_argument(
-        "--no-labels", action="store_true", help="skip the comparison with the best-by-labels"
-    )
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--device", default="auto", choices=DEVICES)
-    _data_dir_flag(p)
-    _force_flag(p)
-    p.set_defaults(func=cmd_select)
     p = _run_parser(sub, common, "shift", "score a run on corrupted copies of its evaluation split")
     p.add_argument(
         "--corruptions", nargs="+", metavar="NAME", help=f"default all: {', '.join(CORRUPTIONS)}"
@@ -607,6 +579,39 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_flag(p)
     _force_flag(p)
     p.set_defaults(func=cmd_report)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not undo `deepclust --no-progress CMD`
+    common.add_argument(
+        "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    parser = argparse.ArgumentParser(
+        prog="deepclust", description="Deep image clustering.", parents=[common]
+    )
+    parser.add_argument("--version", action="version", version=f"deepclust {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _cluster_parser(sub, common)
+    _train_parser(sub, common)
+    _scoring_parsers(sub, common)
+    p = sub.add_parser(
+        "select", parents=[common], help="rank runs (seeds, variants) without labels"
+    )
+    p.add_argument("run_dirs", nargs="+", help="run folders, or a --seeds folder")
+    p.add_argument(
+        "--criterion", choices=CRITERIA, help="default: consensus for 3+ runs, else views"
+    )
+    p.add_argument("--max-images", type=int, default=2000, help="evaluation images used")
+    p.add_argument("--out", metavar="FILE.json", help="default: selection.json next to the runs")
+    p.add_argument(
+        "--no-labels", action="store_true", help="skip the comparison with the best-by-labels"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    _data_dir_flag(p)
+    _force_flag(p)
+    p.set_defaults(func=cmd_select)
     p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
     p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
     p.set_defaults(func=cmd_list)

@@ -122,24 +122,23 @@ def cluster_folder(
         from deepclust.choose_k import write_estimate
 
         write_estimate(result.run_dir, estimate)
-    paths, clusters = read_predictions(result.run_dir / "predictions.csv")
-    sizes = [clusters.count(c) for c in range(result.summary["num_clusters"])]
-    examples: list[list[str]] = [[] for _ in sizes]
-    for path, c in zip(paths, clusters, strict=True):
-        if len(examples[c]) < 3:
-            examples[c].append(Path(path).name)
+    sizes, examples = cluster_sizes(result.run_dir, result.summary["num_clusters"])
     page = api.report(result.run_dir, device=device) if report else None
     exported = export_clusters(result.run_dir, copy=copy) if export else None
+    warnings = list(result.summary.get("warnings", []))
     return ClusterResult(
-        result.run_dir,
-        result.summary,
-        sizes,
-        examples,
-        page,
-        exported,
-        list(result.summary.get("warnings", [])),
-        estimate,
+        result.run_dir, result.summary, sizes, examples, page, exported, warnings, estimate
     )
+
+
+def cluster_sizes(run_dir: Path, k: int, shown: int = 3) -> tuple[list[int], list[list[str]]]:
+    """(images per cluster, the first `shown` file names of each) from the run's predictions."""
+    paths, clusters = read_predictions(run_dir / "predictions.csv")
+    examples: list[list[str]] = [[] for _ in range(k)]
+    for path, c in zip(paths, clusters, strict=True):
+        if len(examples[c]) < shown:
+            examples[c].append(Path(path).name)
+    return [clusters.count(c) for c in range(k)], examples
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[int]]:
