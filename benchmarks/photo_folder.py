@@ -13,6 +13,10 @@ against them. Parts (--parts, comma-separated):
 - commands: time and peak RSS of `evaluate`, `predict` (20 images) and `report` on the
             full run (evaluate on a labelled run: --labelled-size images in class folders,
             since the flat folder has no labels to evaluate against).
+- before:   the same commands with the code before `cluster` existed (--before-src, a
+            checkout's src/ folder): its frozen IMC-SwAV run on the same folder (`train
+            --config frozen --dataset imagefolder --protocol all`, features from the same
+            cache), then predict, report and evaluate as above.
 
 Each command runs as its own process; its peak RSS is that process's (os.wait4).
 Protocol train+test (fit and scored on the same images); labels are used only to score.
@@ -71,7 +75,7 @@ def subset(
     return folder
 
 
-def timed(argv: list[str], env: dict[str, str]) -> dict[str, object]:
+def timed(argv: list[str], env: dict[str, str], quiet: bool = True) -> dict[str, object]:
     """Run `python -m deepclust ARGV`; wall seconds, its own peak RSS (GiB) and the warnings
     it printed. The child is reaped with os.wait4, whose rusage is that child's alone."""
     import tempfile
@@ -79,7 +83,7 @@ def timed(argv: list[str], env: dict[str, str]) -> dict[str, object]:
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deepclust", "--no-progress", *argv],
+            [sys.executable, "-m", "deepclust", *(["--no-progress"] if quiet else []), *argv],
             env=env,
             stdout=out,
             stderr=err,
@@ -198,6 +202,53 @@ def part_commands(
     return out
 
 
+def part_before(
+    flat: Path, truth: dict[str, int], work: Path, env: dict[str, str], labelled_size: int, src: str
+) -> dict:
+    """The commands of part_commands, run by an older checkout (PYTHONPATH=src)."""
+    env = {**env, "PYTHONPATH": src, "DEEPCLUST_CACHE": str(work / "cold-cache")}
+    train = [
+        "train",
+        "--method",
+        "imc-swav",
+        "--config",
+        "frozen",
+        "--dataset",
+        "imagefolder",
+        "--protocol",
+        "all",
+        "--clusters",
+        "10",
+    ]
+    runs = {}
+    labelled = subset(flat, work, labelled_size, 0, truth)
+    for name, folder in (("full", flat), ("labelled", labelled)):
+        runs[name] = work / f"before-{name}"
+        shutil.rmtree(runs[name], ignore_errors=True)
+        timed([*train, "--data-dir", str(folder), "--out", str(runs[name])], env, quiet=False)
+    photos = sorted(flat.iterdir())[:20]
+    return {
+        "src": src,
+        "predict_20": timed(
+            [
+                "predict",
+                str(runs["full"]),
+                *map(str, photos),
+                "--out",
+                str(work / "before-predict20.csv"),
+            ],
+            env,
+        ),
+        "report": timed(
+            ["report", str(runs["full"]), "--out", str(work / "before-report.html")], env
+        ),
+        "evaluate_labelled": {
+            **timed(["evaluate", str(runs["labelled"]), "--json"], env),
+            "images": labelled_size,
+        },
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -208,6 +259,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="300,1000")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--labelled-size", type=int, default=1000)
+    ap.add_argument("--before-src", help="src/ of the checkout to measure as 'before'")
     ap.add_argument("--name", default="photo_folder_cifar10_test")
     args = ap.parse_args()
     work = Path(args.work)
@@ -236,6 +288,9 @@ def main() -> None:
         target.write_text(json.dumps(result, indent=1))
     if "commands" in parts:
         result["commands"] = part_commands(flat, truth, work, env, args.labelled_size)
+        target.write_text(json.dumps(result, indent=1))
+    if "before" in parts:
+        result["before"] = part_before(flat, truth, work, env, args.labelled_size, args.before_src)
     result["load_after"] = load_average()
     target.write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "commands"}, indent=1)[:3000])
