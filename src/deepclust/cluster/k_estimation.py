@@ -365,7 +365,7 @@ ESTIMATORS: dict[str, Estimator] = {
         rows=3000,
     ),
 }
-DEFAULT_ESTIMATOR = "eigengap"
+DEFAULT_ESTIMATOR = "modularity"
 
 
 def estimate_k(
