@@ -182,9 +182,27 @@ def summarise(runs: list[dict], names: list[str]) -> dict:
         out[name] = {
             "k_per_seed": [r["k"] for r in mine],
             "within_1_all_seeds": all(abs(r["error"]) <= 1 for r in mine),
-            "worst_ratio": max(max(r["ratio"], 1 / r["ratio"]) for r in mine),
+            "worst_ratio": round(max(max(r["ratio"], 1 / r["ratio"]) for r in mine), 3),
             "mean_seconds": round(float(np.mean([r["seconds"] for r in mine])), 2),
             "mean_nmi_loss": round(float(np.mean([r["nmi_loss"] for r in mine])), 4),
+        }
+    return out
+
+
+def overall(cases: list[dict]) -> dict:
+    """Per estimator over the cases: in how many every seed's K was within 1 of the truth,
+    the worst ratio max(K / true, true / K) of any run, the mean NMI lost to the estimated K
+    and the mean seconds."""
+    names = list(dict.fromkeys(n for c in cases for n in c["summary"]))
+    out = {}
+    for name in names:
+        mine = [c["summary"][name] for c in cases if name in c["summary"]]
+        out[name] = {
+            "cases": len(mine),
+            "cases_within_1_all_seeds": sum(s["within_1_all_seeds"] for s in mine),
+            "worst_ratio": max(s["worst_ratio"] for s in mine),
+            "mean_nmi_loss": round(float(np.mean([s["mean_nmi_loss"] for s in mine])), 4),
+            "mean_seconds": round(float(np.mean([s["mean_seconds"] for s in mine])), 1),
         }
     return out
 
@@ -260,6 +278,7 @@ def main() -> None:
     for case in cases:
         result = run_case(case, seeds, names, k_range)
         out["cases"] = merge_case(out["cases"], result, names)
+        out["overall"] = overall(out["cases"])
         path.write_text(json.dumps(out, indent=2))
     print(f"written: {path}")
 

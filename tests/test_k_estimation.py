@@ -15,6 +15,7 @@ from deepclust.cluster.k_estimation import (
     default_k_max,
     estimate_k,
     parse_k_range,
+    prepare,
 )
 from deepclust.errors import ConfigError
 
@@ -51,22 +52,34 @@ def test_every_estimator_finds_the_number_of_blobs(name: str, k: int) -> None:
 
 def test_same_seed_same_result_and_json_ready() -> None:
     x = blobs(5, seed=1)
-    a = estimate_k(x, 2, 8, "stability", seed=3)
-    b = estimate_k(x, 2, 8, "stability", seed=3)
+    a = estimate_k(x, 2, 8, "modularity", seed=3)
+    b = estimate_k(x, 2, 8, "modularity", seed=3)
     assert a.k == b.k == 5
     assert a.curve == b.curve
     d = a.as_dict()
     assert d["k"] == 5 and set(d["curve"]) == {str(k) for k in range(2, 9)}
 
 
-def test_subsample_and_default_k_max() -> None:
-    """Above MAX_SAMPLES rows the estimators work on a seeded subsample; k_max defaults to
-    min(50, N // 10)."""
-    x = np.repeat(blobs(4), 4, axis=0)[:470]  # 470 rows -> default k_max 47
-    assert default_k_max(470) == 47 and default_k_max(100_000) == 50
+def test_prepare_subsamples_centres_and_reduces() -> None:
+    """Above max_samples rows the estimators see a seeded subsample, centred, unit rows, PCA."""
+    x = blobs(12)  # 360 rows, 8 dims, offset by +50
+    z = prepare(x, seed=1, max_samples=100, dims=4)
+    assert z.shape == (100, 4)
+    np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-9)
+    np.testing.assert_array_equal(z, prepare(x, seed=1, max_samples=100, dims=4))
+    assert not np.allclose(np.abs(z), np.abs(prepare(x, seed=2, max_samples=100, dims=4)))
+    # centred before the rows are normalised: a shared offset changes nothing
+    np.testing.assert_allclose(
+        np.abs(prepare(x + 1e3, seed=0)), np.abs(prepare(x, seed=0)), atol=1e-6
+    )
+
+
+def test_default_k_max() -> None:
+    """k_max defaults to min(50, N // 10)."""
+    x = np.repeat(blobs(4), 3, axis=0)[:250]
+    assert default_k_max(250) == 25 and default_k_max(100_000) == 50
     est = estimate_k(x, 2, None, DEFAULT_ESTIMATOR, seed=0)
-    assert max(est.curve) == default_k_max(len(x))
-    assert est.details["rows"] <= len(x)
+    assert max(est.curve) == 25 and est.details["rows"] == 250
 
 
 @pytest.mark.parametrize(
