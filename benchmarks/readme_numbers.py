@@ -113,10 +113,33 @@ def frozen() -> str:
     return "\n".join(lines)
 
 
+def k_estimation() -> str:
+    d = _load("k_estimation.json")
+    cases = d["cases"]
+    head = " | ".join(f"{c['case']} (true {c['true_k']})" for c in cases)
+    lines = [f"| estimator | {head} | NMI lost | time |", "|---" * (len(cases) + 3) + "|"]
+    for name in sorted(d["overall"], key=lambda n: d["overall"][n]["mean_nmi_loss"]):
+        ks = " | ".join(", ".join(map(str, c["summary"][name]["k_per_seed"])) for c in cases)
+        o = d["overall"][name]
+        star = " (default)" if name == d["default_estimator"] else ""
+        lines.append(
+            f"| {name}{star} | {ks} | {o['mean_nmi_loss']:.3f} | {o['mean_seconds']:.0f} s |"
+        )
+    lines += [
+        "",
+        f"K chosen per seed ({', '.join(map(str, d['seeds']))}) over K = {d['k_range'][0]}..{d['k_range'][1]}; "
+        "NMI lost: mean NMI of k-means with the true K minus with the chosen K; labels only to "
+        f"score; {d['device']} (`python benchmarks/k_estimation.py`; cases and encoders in "
+        "`benchmarks/results/k_estimation.json`).",
+    ]
+    return "\n".join(lines)
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "photo_folder": photo_folder,
     "frozen": frozen,
+    "k_estimation": k_estimation,
 }
 
 
