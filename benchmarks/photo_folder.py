@@ -183,6 +183,7 @@ def part_subsets(
 def part_commands(
     flat: Path, truth: dict[str, int], work: Path, env: dict[str, str], labelled_size: int
 ) -> dict:
+    env = {**env, "DEEPCLUST_CACHE": str(work / "cold-cache")}  # the full runs' feature cache
     run = work / "full-warm"
     photos = sorted(flat.iterdir())[:20]
     pred = work / "predict20.csv"
@@ -238,12 +239,15 @@ def part_before(
                 str(work / "before-predict20.csv"),
             ],
             env,
+            quiet=False,
         ),
         "report": timed(
-            ["report", str(runs["full"]), "--out", str(work / "before-report.html")], env
+            ["report", str(runs["full"]), "--out", str(work / "before-report.html")],
+            env,
+            quiet=False,
         ),
         "evaluate_labelled": {
-            **timed(["evaluate", str(runs["labelled"]), "--json"], env),
+            **timed(["evaluate", str(runs["labelled"]), "--json"], env, quiet=False),
             "images": labelled_size,
         },
     }
