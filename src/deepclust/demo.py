@@ -2,7 +2,7 @@
 
 Runs the k-means baseline and IMC-SwAV (its heads on frozen pixel features with
 nearest-neighbour views: configs/imc-swav/digits.yaml) and prints ACC / NMI / ARI for both
-(protocol train+test: digits has a single split). About 1.5 minutes on 2 CPU cores.
+(protocol train+test: digits has a single split). Timed by benchmarks/demo.py.
 """
 
 from __future__ import annotations
