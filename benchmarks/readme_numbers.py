@@ -69,19 +69,24 @@ def photo_folder() -> str:
         lines.append(
             f"| {int(size):,} | {s['mean_acc']['default']:.3f} | {s['mean_acc']['kmeans']:.3f} | {warned} |"
         )
+    before = d.get("before", {})
     if cmds:
-        lines += ["", "| command on the 10k run | time | peak RSS |", "|---|---|---|"]
+        lines += [
+            "",
+            "| command on the frozen runs | time | peak RSS | before (commit 95b17a7) |",
+            "|---|---|---|---|",
+        ]
+        labelled = cmds.get("evaluate_labelled", {}).get("images", 0)
         for key, label in (
-            ("predict_20", "`predict` 20 photos"),
-            ("report", "`report`"),
-            (
-                "evaluate_labelled",
-                f"`evaluate` ({cmds.get('evaluate_labelled', {}).get('images', 0):,}-image labelled run)",
-            ),
+            ("predict_20", "`predict` 20 photos (10k run)"),
+            ("report", "`report` (10k run)"),
+            ("evaluate_labelled", f"`evaluate` ({labelled:,}-image labelled run)"),
         ):
             if key in cmds:
+                was = before.get(key)
+                old = f"{was['seconds']:.0f} s, {was['peak_rss_gib']:.1f} GiB" if was else "–"
                 lines.append(
-                    f"| {label} | {cmds[key]['seconds']:.0f} s | {cmds[key]['peak_rss_gib']:.2f} GiB |"
+                    f"| {label} | {cmds[key]['seconds']:.0f} s | {cmds[key]['peak_rss_gib']:.2f} GiB | {old} |"
                 )
     lines += [
         "",
