@@ -226,7 +226,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         e = res.k_estimate
         tried = f"{min(e.curve)}..{max(e.curve)}"
         print(
-            f"K = {e.k}, estimated without labels by {e.estimator} over K = {tried} ({e.seconds:.0f} s)"
+            f"K = {e.k}, estimated without labels by {e.estimator} over K = {tried} ({e.seconds:.1f} s)"
         )
     print(
         f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "

@@ -572,7 +572,7 @@ def section_k_estimate(data: ReportData) -> str:
     chosen = [(x, y) for x, y in curve if int(x) == e["k"]]
     better = "higher" if e["higher_is_better"] else "lower"
     chart = svg_line_chart(
-        {e["criterion"]: curve, f"chosen K = {e['k']}": chosen},
+        {e["estimator"]: curve, f"chosen K = {e['k']}": chosen},
         f"{e['estimator']} over K ({better} is better)",
         "K",
         e["estimator"],
@@ -583,7 +583,7 @@ def section_k_estimate(data: ReportData) -> str:
         '<section id="k"><h2>How K was chosen</h2>'
         f"<p>K = <b>{e['k']}</b>, estimated without labels by <b>{esc(e['estimator'])}</b> "
         f"({esc(e['criterion'])}) over K = {min(map(int, e['curve']))}..{max(map(int, e['curve']))} "
-        f"in {e['seconds']:.0f} s.</p>{chart}</section>"
+        f"in {e['seconds']:.1f} s.</p>{chart}</section>"
     )
 
 
