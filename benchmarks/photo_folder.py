@@ -122,11 +122,12 @@ def part_full(flat: Path, truth: dict[str, int], work: Path, env: dict[str, str]
     for name in ("cold", "warm"):
         run = work / f"full-{name}"
         shutil.rmtree(run, ignore_errors=True)
+        load = load_average()
         res = timed(
             ["cluster", str(flat), "--k", "10", "--out", str(run)],
             {**env, "DEEPCLUST_CACHE": str(cold_cache)},
         )
-        out[name] = {**res, **scores(run, truth), "load_after": load_average()}
+        out[name] = {**res, **scores(run, truth), "load_before": load, "load_after": load_average()}
     return out
 
 
@@ -278,10 +279,7 @@ def main() -> None:
     }
     target = RESULTS / f"{args.name}.json"
     if target.exists():
-        result = {
-            **json.loads(target.read_text()),
-            **{k: v for k, v in result.items() if k != "load_before"},
-        }
+        result = {**json.loads(target.read_text()), **result}  # parts not run now are kept
     parts = args.parts.split(",")
     if "full" in parts:
         result["full"] = part_full(flat, truth, work, env)
