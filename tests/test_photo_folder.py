@@ -316,3 +316,19 @@ def test_cli_k_estimators_match_the_library():
     from deepclust.cluster.k_estimation import ESTIMATORS
 
     assert sorted(cli.K_ESTIMATORS) == sorted(ESTIMATORS)
+
+
+def test_demo_never_deletes_a_run_in_progress(tmp_path):
+    """A demo re-run replaces an earlier demo's run folder, but not while it is locked."""
+    import pytest
+
+    from deepclust.demo import run_demo
+    from deepclust.engine.runlock import RunLock
+    from deepclust.errors import DeepclustError
+
+    running = tmp_path / "kmeans"
+    running.mkdir()
+    (running / "config.yaml").write_text("method: kmeans\n")
+    with RunLock(running, "train"), pytest.raises(DeepclustError, match="is in use by"):
+        run_demo(out=tmp_path, progress=False)
+    assert (running / "config.yaml").exists()

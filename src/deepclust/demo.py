@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from deepclust import api
+from deepclust.engine.runlock import RunLock
 
 # (label, method, overrides). The first row is the baseline every table is read against.
 DEMO_RUNS: list[tuple[str, str, dict[str, object]]] = [
@@ -25,7 +26,8 @@ def run_demo(out: Path = Path("runs/demo"), progress: bool = True) -> list[dict[
     for label, method, overrides in DEMO_RUNS:
         run_dir = out / method
         if (run_dir / "config.yaml").exists():  # a previous demo's run: start it afresh
-            shutil.rmtree(run_dir)
+            with RunLock(run_dir, "demo"):  # never under a run that is still going
+                shutil.rmtree(run_dir)
         cfg = api.make_config(method, "digits", overrides={**overrides, "train.progress": progress})
         t0 = time.time()
         result = api.train(cfg, out=run_dir)
