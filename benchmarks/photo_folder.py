@@ -25,7 +25,6 @@ Protocol train+test (fit and scored on the same images); labels are used only to
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import random
@@ -39,6 +38,7 @@ import numpy as np
 
 from deepclust.engine.machine import cpu_model, load_average
 from deepclust.evaluation.metrics import score
+from deepclust.evaluation.predictions import read_predictions_csv
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -107,8 +107,7 @@ def timed(argv: list[str], env: dict[str, str], quiet: bool = True) -> dict[str,
 
 
 def scores(run: Path, truth: dict[str, int]) -> dict[str, float]:
-    with open(run / "predictions.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_predictions_csv(run / "predictions.csv")
     y = np.array([truth[Path(r["path"]).name] for r in rows])
     p = np.array([int(r["cluster"]) for r in rows])
     s = score(y, p, num_clusters=10).as_dict()

@@ -9,7 +9,6 @@ print(api.evaluate("runs/digits")["acc"])
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import time
 from collections.abc import Callable
@@ -37,7 +36,11 @@ from deepclust.engine.trainer import (
 )
 from deepclust.errors import CheckpointError, ConfigError, DeepclustError
 from deepclust.evaluation.metrics import score
-from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
+from deepclust.evaluation.predictions import (
+    prediction_rows,
+    read_predictions_csv,
+    write_predictions_csv,
+)
 from deepclust.methods import Method
 
 
@@ -760,8 +763,7 @@ def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] 
     path = run_dir / "predictions.csv"
     if not path.is_file():
         return None
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_predictions_csv(path)
     if len(rows) != n:
         return None
     return (

@@ -9,7 +9,6 @@ Labels are never used to fit; when the images sit in class folders they are scor
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -20,6 +19,7 @@ from typing import Any
 
 from deepclust.config import RunConfig
 from deepclust.errors import ConfigError, DataError
+from deepclust.evaluation.predictions import read_predictions_csv
 
 DEFAULT_METHOD = "imc-swav"
 RECIPE = "frozen"  # configs/<method>/frozen.yaml: heads on cached features of a frozen encoder
@@ -143,8 +143,7 @@ def cluster_sizes(run_dir: Path, k: int, shown: int = 3) -> tuple[list[int], lis
 
 def read_predictions(path: Path) -> tuple[list[str], list[int]]:
     """(paths, clusters) of a predictions CSV (run folder or `predict`)."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = read_predictions_csv(path)
     return [r["path"] for r in rows], [int(r["cluster"]) for r in rows]
 
 

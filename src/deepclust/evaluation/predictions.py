@@ -46,3 +46,9 @@ def write_predictions_csv(path: str | Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def read_predictions_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a predictions CSV (a run folder's or `predict`'s), by column name."""
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
