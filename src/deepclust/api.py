@@ -823,7 +823,10 @@ def report(
                 rows.append({"label": "the other split", **evaluate(run, other)})
     index = sel.subsample_index(len(data), max_points)
     index = torch.arange(len(data)) if index is None else index
-    feats = run.features(data)[index].numpy().astype(np.float64)
+    # a frozen run's cache holds the whole split's features (keyed by its images): index them;
+    # a trained encoder runs on the sampled images only
+    feats = run.features(data)[index] if run.frozen else run.features(data.subset(index))
+    feats = feats.numpy().astype(np.float64)
     points = _embed(feats, embedding)
     records = _read_jsonl(run_dir / "metrics.jsonl")
     shift_file = run_dir / "shift.json"
