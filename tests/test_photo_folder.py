@@ -306,6 +306,10 @@ def test_train_clusters_auto_on_frozen_features(tmp_path, capsys, one_thread):
     assert main([*argv, "--clusters", "auto", "--k-range", "6:14"]) == 0
     estimate = __import__("json").loads((run / "k_estimate.json").read_text())
     assert 6 <= estimate["k"] <= 14 and f"K = {estimate['k']}" in capsys.readouterr().out
+    seeded = ["--clusters", "auto", "--k-range", "6:14", "--seeds", "2"]
+    assert main([*argv[:-1], str(tmp_path / "seeds"), *seeded]) == 0
+    again = __import__("json").loads((tmp_path / "seeds" / "k_estimate.json").read_text())
+    assert again == {**estimate, "seconds": again["seconds"]}  # same features, same K
     scratch = ["--encoder", "small_cnn", "--clusters", "auto", "--out", str(tmp_path / "x")]
     assert main([*argv[:-2], *scratch]) == 2
     assert "needs a frozen pretrained encoder" in capsys.readouterr().err

@@ -70,6 +70,27 @@ def estimate_for_config(
     )
 
 
+def estimate_into(
+    cfg: RunConfig,
+    k_range: tuple[int, int] | None = None,
+    estimator: str | None = None,
+    device: str = "auto",
+) -> Any:
+    """Estimate K for `cfg` (estimate_for_config), set cfg.clusters to it, return the estimate."""
+    estimate = estimate_for_config(cfg, k_range, estimator, device)
+    cfg.clusters = estimate.k
+    return estimate
+
+
+def describe(estimate: Any) -> str:
+    """One line for the console: the chosen K, by what, over which K, in how long."""
+    tried = f"{min(estimate.curve)}..{max(estimate.curve)}"
+    return (
+        f"K = {estimate.k}, estimated without labels by {estimate.estimator} over K = {tried} "
+        f"({estimate.seconds:.1f} s)"
+    )
+
+
 def write_estimate(run_dir: str | Path, estimate: Any) -> Path:
     path = Path(run_dir) / ESTIMATE_FILE
     path.write_text(json.dumps(estimate.as_dict(), indent=1))

@@ -135,31 +135,31 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = api.resume_config(source, args.method, args.dataset, overrides)
     else:
         cfg = api.make_config(args.method, args.dataset, args.config, overrides)
+    from deepclust.choose_k import describe, estimate_into, write_estimate
+
     estimate = None
     if k == "auto" and not args.resume:
-        from deepclust.choose_k import estimate_for_config
-
-        estimate = estimate_for_config(cfg, k_range, args.k_estimator, cfg.train.device)
-        cfg.clusters = estimate.k
-        print(f"K = {estimate.k}, estimated without labels by {estimate.estimator}")
+        estimate = estimate_into(cfg, k_range, args.k_estimator, cfg.train.device)
+        print(describe(estimate))
     if args.seeds is not None:  # on resume, the first seed's config carries the first seed
-        return _train_seeds(cfg, args)
+        return _train_seeds(cfg, args, estimate)
     result = api.train(cfg, out=args.out, resume=args.resume)
     if estimate is not None:
-        from deepclust.choose_k import write_estimate
-
         write_estimate(result.run_dir, estimate)
     _print_summary(result.summary)
     print(f"run folder: {result.run_dir}")
     return 0
 
 
-def _train_seeds(cfg: Any, args: argparse.Namespace) -> int:
+def _train_seeds(cfg: Any, args: argparse.Namespace, estimate: Any = None) -> int:
+    from deepclust.choose_k import write_estimate
     from deepclust.evaluation.seeds import format_line
 
     res = api.train_seeds(
         cfg, args.seeds, out=args.out, resume=args.resume, criterion=args.criterion
     )
+    if estimate is not None:  # one K for every seed: its estimate beside seeds.json
+        write_estimate(res.run_dir, estimate)
     for r in res.runs:
         _print_summary(r.summary)
     s = res.summary
@@ -223,11 +223,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     )
     s = res.summary
     if res.k_estimate is not None:
-        e = res.k_estimate
-        tried = f"{min(e.curve)}..{max(e.curve)}"
-        print(
-            f"K = {e.k}, estimated without labels by {e.estimator} over K = {tried} ({e.seconds:.1f} s)"
-        )
+        from deepclust.choose_k import describe
+
+        print(describe(res.k_estimate))
     print(
         f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
         f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"

@@ -102,6 +102,7 @@ def cluster_folder(
     (export=True: RUN/clusters/<id>/ holds links to the photos, or copies with copy=True).
     """
     from deepclust import api
+    from deepclust.choose_k import estimate_into, write_estimate
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
@@ -110,17 +111,10 @@ def cluster_folder(
     cfg = recipe_config(folder, None if auto else k, method, image_size, extra)  # type: ignore[arg-type]
     if cfg.encoder.weights is None:
         check_weights_available(cfg.encoder.name)
-    estimate = None
-    if auto:
-        from deepclust.choose_k import estimate_for_config
-
-        estimate = estimate_for_config(cfg, k_range, k_estimator, device)
-        cfg.clusters = estimate.k
+    estimate = estimate_into(cfg, k_range, k_estimator, device) if auto else None
     run_dir = Path(out) if out is not None else default_out(folder)
     result = api.train(cfg, out=run_dir)
     if estimate is not None:
-        from deepclust.choose_k import write_estimate
-
         write_estimate(result.run_dir, estimate)
     sizes, examples = cluster_sizes(result.run_dir, result.summary["num_clusters"])
     page = api.report(result.run_dir, device=device) if report else None
