@@ -238,6 +238,9 @@ def test_bad_params_are_config_errors():
 
     with pytest.raises(ConfigError, match="at least 2 views"):
         tiny_method(high_res_count=1, low_res_count=0)
+    for bad in ({"prototypes_per_sample": -1.0}, {"freeze_prototypes_fraction": 1.5}):
+        with pytest.raises(ConfigError, match="freeze_prototypes_fraction must be between"):
+            tiny_method(**bad)
 
 
 @pytest.mark.parametrize("path", sorted((CONFIG_ROOT / "imc-swav").glob("*.yaml")), ids=str)

@@ -384,6 +384,9 @@ def test_9_unwritable_feature_cache_warns_and_runs(tmp_path, monkeypatch):
         ("train.epochs", -1),
         ("train.optimizer.betas", [0.9, 1.5]),
         ("train.schedule.min_lr_ratio", 2.0),
+        ("train.schedule.warmup_fraction", 1.5),
+        ("train.min_steps", -1),
+        ("encoder.neighbours_share", -0.5),
     ],
 )
 def test_10_config_values_are_validated(key, value):

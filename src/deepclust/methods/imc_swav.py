@@ -256,6 +256,11 @@ def check_params(p: IMCSwAVParams) -> None:
         )
     if p.classifier_batch_size < 1:
         problems.append("params.classifier_batch_size must be positive")
+    if p.prototypes_per_sample < 0 or not 0 <= p.freeze_prototypes_fraction <= 1:
+        problems.append(
+            "params.prototypes_per_sample must not be negative and freeze_prototypes_fraction "
+            "must be between 0 and 1"
+        )
     if p.temperature <= 0 or p.sinkhorn_eps <= 0:
         problems.append("params.temperature and sinkhorn_eps must be positive")
     if problems:
