@@ -287,3 +287,34 @@ def test_nearest_neighbours_and_neighbour_views():
     for v in views:  # every view of sample 0 is itself or its neighbour 4; of sample 2, itself or 3
         assert any(torch.equal(v[0], feats[j]) for j in (0, 4))
         assert any(torch.equal(v[1], feats[j]) for j in (2, 3))
+
+
+def test_extraction_restores_the_encoder_layout_even_on_an_error(monkeypatch, tmp_path):
+    """Extraction runs a conv encoder in channels_last and gives it back contiguous, also
+    when the forward pass fails half-way (the encoder is then used for prediction)."""
+    from deepclust.data.store import ImageSet
+    from deepclust.encoders.base import Encoder
+    from deepclust.encoders.cache import extract_features
+
+    monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")
+    body = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    )
+    encoder = Encoder(body, 4, trainable=False)
+    images = ImageSet(
+        torch.zeros(6, 3, 8, 8, dtype=torch.uint8), torch.full((6,), -1), [], None, "x"
+    )
+    seen = []
+    body.register_forward_hook(
+        lambda m, i, o: seen.append(i[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    assert extract_features(encoder, images, batch_size=4, progress=False).shape == (6, 4)
+    assert seen and all(seen) and body[0].weight.is_contiguous()
+
+    def fail(*_):
+        raise RuntimeError("out of memory")
+
+    body.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        extract_features(encoder, images, batch_size=4, progress=False)
+    assert body[0].weight.is_contiguous()
