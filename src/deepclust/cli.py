@@ -117,9 +117,12 @@ def _overrides(args: argparse.Namespace) -> list[tuple[str, Any]]:
     ]
     if args.download:
         items.append(("data.download", True))
-    if not progress.enabled():
-        items.append(("train.progress", False))
-    return items + parse_overrides(args.set)
+    return items + _progress_override() + parse_overrides(args.set)
+
+
+def _progress_override() -> list[tuple[str, Any]]:
+    """--no-progress (on the command or before it) as the config key training reads."""
+    return [] if progress.enabled() else [("train.progress", False)]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -216,10 +219,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         export=args.export,
         copy=args.copy,
         report=not args.no_report,
-        overrides=[
-            *([("train.progress", False)] if not progress.enabled() else []),
-            *parse_overrides(args.set),
-        ],
+        overrides=_progress_override() + parse_overrides(args.set),
     )
     s = res.summary
     if res.k_estimate is not None:

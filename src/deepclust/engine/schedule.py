@@ -39,8 +39,9 @@ def plan_steps(num_samples: int, batch_size: int, epochs: int, min_steps: int) -
 def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, total_steps: int) -> float:
     """Multiplier of the base lr at global `step` (0-based).
 
-    Warm-up rises linearly from 1/W to 1 over the W steps of warmup_steps. Multi-step multiplies by gamma at each milestone epoch passed; cosine decays from 1
-    to min_lr_ratio over the steps after warm-up.
+    Warm-up rises linearly from 1/W to 1 over the W steps of warmup_steps. Multi-step
+    multiplies by gamma at each milestone epoch passed; cosine decays from 1 to min_lr_ratio
+    over the steps after warm-up.
     """
     warmup = warmup_steps(cfg, steps_per_epoch, total_steps)
     warm = (step + 1) / warmup if step < warmup else 1.0
