@@ -13,6 +13,8 @@ against them. Parts (--parts, comma-separated):
 - commands: time and peak RSS of `evaluate`, `predict` (20 images) and `report` on the
             full run (evaluate on a labelled run: --labelled-size images in class folders,
             since the flat folder has no labels to evaluate against).
+- k_auto:   the K `cluster --k auto` chooses on each folder above (true K 10), per
+            estimator, from the cached features.
 - before:   the same commands with the code before `cluster` existed (--before-src, a
             checkout's src/ folder): its frozen IMC-SwAV run on the same folder (`train
             --config frozen --dataset imagefolder --protocol all`, features from the same
@@ -203,6 +205,22 @@ def part_commands(
     return out
 
 
+def part_k_auto(flat: Path, work: Path, sizes: list[int], seeds: list[int]) -> dict:
+    """K that `cluster --k auto` would choose (true: 10) on every folder, per estimator, from
+    the features cached by the other parts (the default cache, like those runs)."""
+    from deepclust.choose_k import estimate_for_config
+    from deepclust.photo_folder import recipe_config
+
+    folders = [subset(flat, work, n, s) for n in sizes for s in seeds] + [flat]
+    out = {}
+    for folder in folders:
+        cfg = recipe_config(folder, None, overrides=[("train.progress", False)])
+        out[folder.name] = {
+            est: estimate_for_config(cfg, None, est).k for est in ("modularity", "eigengap")
+        }
+    return out
+
+
 def part_before(
     flat: Path, truth: dict[str, int], work: Path, env: dict[str, str], labelled_size: int, src: str
 ) -> dict:
@@ -289,6 +307,10 @@ def main() -> None:
         target.write_text(json.dumps(result, indent=1))
     if "commands" in parts:
         result["commands"] = part_commands(flat, truth, work, env, args.labelled_size)
+        target.write_text(json.dumps(result, indent=1))
+    if "k_auto" in parts:
+        sizes, seeds = ([int(x) for x in v.split(",")] for v in (args.sizes, args.seeds))
+        result["k_auto"] = part_k_auto(flat, work, sizes, seeds)
         target.write_text(json.dumps(result, indent=1))
     if "before" in parts:
         result["before"] = part_before(flat, truth, work, env, args.labelled_size, args.before_src)

@@ -69,6 +69,21 @@ def photo_folder() -> str:
         lines.append(
             f"| {int(size):,} | {s['mean_acc']['default']:.3f} | {s['mean_acc']['kmeans']:.3f} | {warned} |"
         )
+    k_auto = d.get("k_auto")
+    if k_auto:
+        chosen = {
+            f"{int(size):,} photos": ", ".join(
+                str(v["modularity"]) for f, v in k_auto.items() if f.startswith(f"sub{size}-")
+            )
+            for size in subsets
+        }
+        chosen["10k photos"] = str(k_auto["flat"]["modularity"])
+        lines += [
+            "",
+            "With `--k auto` (the default) on the same folders, K chosen (true K 10): "
+            + "; ".join(f"{name}: {ks}" for name, ks in chosen.items())
+            + ". The estimate undershoots on CIFAR's 10 classes: give `--k` when you know it.",
+        ]
     before = d.get("before", {})
     if cmds:
         lines += [
