@@ -1,7 +1,9 @@
 """Every method on the frozen features of a pretrained encoder, with baselines, as JSON.
 
     python benchmarks/frozen_features.py --data-dir ../shared/datasets/cifar10-jpeg/test \
-        --encoder efficientnet_lite0 --input-size 224 --seeds 0,1,2
+        --encoder efficientnet_lite2 --input-size 224 --seeds 0,1,2
+    python benchmarks/frozen_features.py --dataset fashion_mnist --data-dir FOLDER_WITH_T10K \
+        --dataset-copy "Fashion-MNIST test (Debian dataset-fashion-mnist)" --name frozen_fashion_test ...
 
 Extracts the features once (timed cold unless they are cached; the cache file records the
 cold extraction's wall time, device and load average, which are reported either way),
@@ -13,6 +15,14 @@ cached features, once per seed, recording ACC / NMI / ARI, label-free scores and
 clustering wall time, and their mean and standard deviation over the seeds. Protocol
 train+test on one split: the methods fit and are scored on the same images (no labels are
 used to fit). `--set KEY=VALUE` overrides every deep method's config (a variant to compare).
+
+Self-labelling (`--self-label-epochs N`, engine/self_label.py): every deep method runs
+once per seed with the stage on; the run scores its heads before the stage (an eval line
+in metrics.jsonl) and after it, so each method gets a row without and a row with
+self-labelling from the same training, the first timed without the stage's seconds.
+Methods in `--once` (deterministic given the features: spectral, agglomerative) run on
+the first seed only. Each run records the load average before and after it: the sweep
+may run while the machine is shared.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import platform
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,10 +98,133 @@ def mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": round(t.mean().item(), 4), "std": round(std, 4)}
 
 
-def main() -> None:
+def has_frozen_config(method: str) -> bool:
+    return (CONFIG_ROOT / method / "frozen.yaml").is_file()
+
+
+def stage_records(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the eval line before the self-labelling stage, the stage's line), or (None, None)."""
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stage = next((x for x in lines if x["event"] == "self_label"), None)
+    if stage is None:
+        return None, None
+    before = [x for x in lines[: lines.index(stage)] if x["event"] == "eval"][-1]
+    return before, stage
+
+
+def run_once(args: argparse.Namespace, method: str, seed: int, variant: dict) -> dict[str, Any]:
+    """Train `method` on seed; -> its run record(s): {"final": ..., "before_self_label": ...}."""
+    config = "frozen" if method not in BASELINES and has_frozen_config(method) else None
+    overrides = {
+        "data.data_dir": args.data_dir,
+        "data.protocol": "all",
+        "encoder.name": args.encoder,
+        "encoder.input_size": args.input_size,
+        "train.seed": seed,
+        "train.progress": False,
+    }
+    if config:
+        overrides.update({"self_label.epochs": args.self_label_epochs, **variant})
+        if args.threads:
+            overrides["train.cpu_threads"] = args.threads
+    cfg = api.make_config(method, args.dataset, config, overrides)
+    out = Path("runs") / f"bench-{args.name}-{args.encoder}-{args.input_size}px-{method}-seed{seed}"
+    if out.exists():
+        shutil.rmtree(out)
+    load_before = load_average()
+    t = time.time()
+    result = api.train(cfg, out=out)
+    seconds = time.time() - t
+    m = result.summary["metrics"]
+    record = {
+        "seed": seed,
+        "acc": m["acc"],
+        "nmi": m["nmi"],
+        "ari": m["ari"],
+        "purity": m["purity"],
+        "clustering_s": round(seconds, 1),
+        "loadavg_before": load_before,
+        "loadavg_after": load_average(),
+        "clusters": torch.as_tensor(read_clusters(out / "predictions.csv")),
+    }
+    before, stage = stage_records(out)
+    runs = {"final": record, "cfg": cfg, "epochs": result.summary["epochs"]}
+    if stage is not None:
+        assert before is not None
+        runs["before_self_label"] = {
+            **{k: before[k] for k in ("acc", "nmi", "ari", "purity")},
+            "seed": seed,
+            "clustering_s": round(seconds - stage["seconds"], 1),
+            "loadavg_before": load_before,
+        }
+        record["self_label"] = stage
+    return runs
+
+
+def summary_row(method: str, self_label: bool, runs: list[dict], cfg: Any, epochs: int) -> dict:
+    return {
+        "method": method,
+        "self_label": self_label,
+        **{metric: mean_std([r[metric] for r in runs]) for metric in ("acc", "nmi", "ari")},
+        "clustering_s": mean_std([r["clustering_s"] for r in runs]),
+        "runs": runs,
+        "epochs": epochs,
+        "config": "frozen" if method not in BASELINES and has_frozen_config(method) else "default",
+        "encoder": cfg.encoder.name,
+        "train": {
+            "batch_size": cfg.train.batch_size,
+            "optimizer": cfg.train.optimizer.name,
+            "lr": cfg.train.optimizer.lr,
+            "schedule": cfg.train.schedule.name,
+            "cpu_threads": cfg.train.cpu_threads,
+        },
+        "self_label_config": cfg.to_dict()["self_label"] if self_label else None,
+        "params": cfg.params,
+        "frozen_views": {
+            "neighbours": cfg.encoder.neighbours,
+            "centre_neighbours": cfg.encoder.centre_neighbours,
+            "noise": cfg.encoder.feature_noise,
+            "augmented_copies": cfg.encoder.augmented_copies,
+        },
+    }
+
+
+def method_rows(
+    args: argparse.Namespace, method: str, seeds: list[int], variant: dict, feats, knn
+) -> list[dict]:
+    """One row per (method, self-labelling off/on), each over the seeds."""
+    finals, befores = [], []
+    once = method in args.once.split(",")
+    for seed in seeds[:1] if once else seeds:
+        runs = run_once(args, method, seed, variant)
+        final = runs["final"]
+        final["label_free"] = label_free_scores(feats, knn, final.pop("clusters"))
+        finals.append(final)
+        if "before_self_label" in runs:
+            befores.append(runs["before_self_label"])
+        tag = "" if "before_self_label" not in runs else " (self-labelled)"
+        print(
+            f"{method:14s} seed {seed} ACC {final['acc']:.4f} NMI {final['nmi']:.4f} "
+            f"ARI {final['ari']:.4f} ({final['clustering_s']:.1f} s){tag}",
+            flush=True,
+        )
+        if befores:
+            b = befores[-1]
+            print(f"{'':14s} before self-labelling ACC {b['acc']:.4f} ({b['clustering_s']} s)")
+    cfg, epochs = runs["cfg"], runs["epochs"]
+    if not befores:
+        return [summary_row(method, False, finals, cfg, epochs)]
+    return [
+        summary_row(method, False, befores, cfg, epochs),
+        summary_row(method, True, finals, cfg, epochs),
+    ]
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--dataset", default="imagefolder", help="imagefolder or a registered dataset")
     ap.add_argument("--data-dir", default="../shared/datasets/cifar10-jpeg/test")
     ap.add_argument("--dataset-copy", default="CIFAR-10 (JPEG copy), test split (10,000 images)")
     ap.add_argument("--encoder", default="efficientnet_lite0")
@@ -102,6 +236,14 @@ def main() -> None:
     )
     ap.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     ap.add_argument(
+        "--self-label-epochs",
+        type=int,
+        default=0,
+        help="> 0: deep methods end with this many self-labelling epochs (scored before and after)",
+    )
+    ap.add_argument("--once", default="spectral,agglomerative", help="run on the first seed only")
+    ap.add_argument("--threads", type=int, default=0, help="train.cpu_threads of deep methods")
+    ap.add_argument(
         "--set",
         action="append",
         default=[],
@@ -109,11 +251,15 @@ def main() -> None:
         help="config override for every deep method (repeatable), e.g. encoder.neighbours=10",
     )
     ap.add_argument("--name", default="frozen_cifar10_test")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
     variant = dict(parse_overrides(args.set))
 
-    fit, _ = load_protocol("imagefolder", "all", args.data_dir)
+    fit, _ = load_protocol(args.dataset, "all", args.data_dir)
     encoder = build_encoder(args.encoder, fit.image_size[0], input_size=args.input_size)
     t0 = time.time()
     feats = extract_features(encoder, fit, "clean", "cpu", 256, None, progress=True)
@@ -122,79 +268,11 @@ def main() -> None:
     knn, agreement, vote = neighbour_agreement(feats, fit.labels, centre=True)
     _, agreement_plain, vote_plain = neighbour_agreement(feats, fit.labels, centre=False)
 
-    def has_frozen_config(method: str) -> bool:
-        return (CONFIG_ROOT / method / "frozen.yaml").is_file()
-
     deep = [m for m in METHODS.names() if m not in BASELINES and has_frozen_config(m)]
     methods = args.methods.split(",") if args.methods else BASELINES + deep
     rows = []
     for method in methods:
-        config = "frozen" if method not in BASELINES and has_frozen_config(method) else None
-        runs = []
-        for seed in seeds:
-            overrides = {
-                "data.data_dir": args.data_dir,
-                "data.protocol": "all",
-                "encoder.name": args.encoder,
-                "encoder.input_size": args.input_size,
-                "train.seed": seed,
-                "train.progress": False,
-                **(variant if config else {}),
-            }
-            cfg = api.make_config(method, "imagefolder", config, overrides)
-            out = Path("runs") / (
-                f"bench-{args.name}-{args.encoder}-{args.input_size}px-{method}-seed{seed}"
-            )
-            if out.exists():
-                shutil.rmtree(out)
-            load_before = load_average()
-            t = time.time()
-            result = api.train(cfg, out=out)
-            seconds = time.time() - t
-            m = result.summary["metrics"]
-            clusters = torch.as_tensor(read_clusters(out / "predictions.csv"))
-            runs.append(
-                {
-                    "seed": seed,
-                    "acc": m["acc"],
-                    "nmi": m["nmi"],
-                    "ari": m["ari"],
-                    "purity": m["purity"],
-                    "clustering_s": round(seconds, 1),
-                    "loadavg_before": load_before,
-                    "loadavg_after": load_average(),
-                    "label_free": label_free_scores(feats, knn, clusters),
-                }
-            )
-            print(
-                f"{method:14s} seed {seed} ACC {m['acc']:.4f} NMI {m['nmi']:.4f} "
-                f"ARI {m['ari']:.4f} ({seconds:.1f} s)",
-                flush=True,
-            )
-        rows.append(
-            {
-                "method": method,
-                **{metric: mean_std([r[metric] for r in runs]) for metric in ("acc", "nmi", "ari")},
-                "clustering_s": mean_std([r["clustering_s"] for r in runs]),
-                "runs": runs,
-                "epochs": result.summary["epochs"],
-                "config": "frozen" if config else "default",
-                "variant": variant if config else {},
-                "train": {
-                    "batch_size": cfg.train.batch_size,
-                    "optimizer": cfg.train.optimizer.name,
-                    "lr": cfg.train.optimizer.lr,
-                    "schedule": cfg.train.schedule.name,
-                },
-                "params": cfg.params,
-                "frozen_views": {
-                    "neighbours": cfg.encoder.neighbours,
-                    "centre_neighbours": cfg.encoder.centre_neighbours,
-                    "noise": cfg.encoder.feature_noise,
-                    "augmented_copies": cfg.encoder.augmented_copies,
-                },
-            }
-        )
+        rows.extend(method_rows(args, method, seeds, variant, feats, knn))
     out = {
         "dataset": args.dataset_copy,
         "protocol": "train+test (one split, fit and scored on the same images)",
@@ -202,6 +280,9 @@ def main() -> None:
         "encoder": args.encoder,
         "input_size": args.input_size,
         "seeds": seeds,
+        "once": args.once.split(","),
+        "self_label_epochs": args.self_label_epochs,
+        "variant": variant,
         "device": f"cpu ({cpu_model()}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)",
         "platform": platform.platform(),
         "extraction_s": round(extraction_s, 1),

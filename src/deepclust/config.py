@@ -108,6 +108,27 @@ class TrainConfig:
 
 
 @dataclass
+class SelfLabelConfig:
+    """SCAN's self-labelling stage after training, on a frozen encoder's features
+    (engine/self_label.py): the heads learn the confident weak-view clusters from a strong
+    feature-space view. epochs 0 = off."""
+
+    epochs: int = 0
+    threshold: float = 0.99  # confidence above which a weak-view prediction is a label
+    balance: bool = True  # weigh classes by 1 / their share of the confident samples
+    batch_size: int = 1000  # SCAN's
+    # Adam. SCAN: 1e-4 for 200 epochs of a whole network; heads on cached features get
+    # a tenth of the steps at ten times the rate (chosen for time, not by accuracy)
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    # the strong view: Gaussian noise (units of each dimension's std), dropout of feature
+    # dimensions, and mixing with a random other sample by a weight drawn up to `mix`
+    noise: float = 0.3
+    dropout: float = 0.3
+    mix: float = 0.3
+
+
+@dataclass
 class RunConfig:
     method: str = "kmeans"
     dataset: str = "digits"
@@ -115,6 +136,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    self_label: SelfLabelConfig = field(default_factory=SelfLabelConfig)
     params: dict[str, Any] = field(default_factory=dict)  # the method's own settings, typed by it
 
     def __post_init__(self) -> None:
@@ -156,6 +178,14 @@ RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     ("train.schedule.milestones", 0, None, False),
     ("train.schedule.gamma", 0, None, True),
     ("train.schedule.min_lr_ratio", 0, 1, False),
+    ("self_label.epochs", 0, None, False),
+    ("self_label.threshold", 0, 1, False),
+    ("self_label.batch_size", 1, None, False),
+    ("self_label.lr", 0, None, True),
+    ("self_label.weight_decay", 0, None, False),
+    ("self_label.noise", 0, None, False),
+    ("self_label.dropout", 0, 1, False),
+    ("self_label.mix", 0, 1, False),
 )
 
 

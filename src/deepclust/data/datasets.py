@@ -699,6 +699,12 @@ def _locate_fashion(folder: Path) -> Path | None:
     return None
 
 
+def _fashion_available(root: Path) -> tuple[str, ...]:
+    """The splits whose images are under root: a folder with only the t10k files is the
+    test split alone (protocol `all` then fits on those 10,000 images)."""
+    return tuple(s for s, p in _FASHION_PREFIX.items() if _idx_file(root, f"{p}-images-idx3-ubyte"))
+
+
 def _read_fashion(root: Path, split: str, opts: ReadOptions) -> ImageSet:
     prefix = _FASHION_PREFIX[split]
     found = []
@@ -892,6 +898,7 @@ _register(
         _locate_fashion,
         "train-images-idx3-ubyte.gz",
         download=_torchvision_download("FashionMNIST", train=True),
+        available=_fashion_available,
         extra_dirs=("/usr/share/datasets/fashion-mnist",),
     )
 )

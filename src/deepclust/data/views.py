@@ -85,6 +85,9 @@ class ViewSpec:
     crops: tuple[CropSpec, ...]
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # frozen features (engine/frozen.py): the first `anchors` views are the sample's own
+    # feature, never a neighbour's (SCAN's and TEMI's anchor of a neighbour pair)
+    anchors: int = 0
 
     @property
     def num_views(self) -> int:

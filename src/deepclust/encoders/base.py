@@ -92,6 +92,10 @@ def register_family(prefix: str, description: str) -> Callable:
 
 def check_encoder_name(name: str) -> None:
     """Raise a clear error for an unknown encoder name, without building anything."""
+    if "+" in name:  # joined frozen encoders (encoders/joined.py)
+        for part in name.split("+"):
+            check_encoder_name(part)
+        return
     if ":" in name:
         prefix, model = name.split(":", 1)
         FAMILIES.get(prefix)
@@ -126,6 +130,13 @@ def build_encoder(
     """
     request = EncoderRequest(image_size, stem, weights, input_size)
     check_encoder_name(name)
+    if "+" in name:
+        from deepclust.encoders.joined import JoinedEncoder
+
+        parts = name.split("+")
+        return JoinedEncoder(
+            [build_encoder(p, image_size, stem, weights, input_size) for p in parts]
+        )
     if ":" in name:
         prefix, model = name.split(":", 1)
         return FAMILIES.get(prefix)(model, request)

@@ -59,7 +59,14 @@ def shared_extract(
     progress: bool,
 ) -> torch.Tensor:
     """extract_features through the cache, rank 0 first: processes that share the cache (one
-    node) would race on its chunk files, so rank 0 writes it and the others read it back."""
+    node) would race on its chunk files, so rank 0 writes it and the others read it back.
+    A joined encoder (encoders/joined.py) extracts and caches part by part."""
+    parts = getattr(encoder, "parts", None)
+    if parts is not None:
+        feats = [
+            shared_extract(p, images, kind, cfg, device, autocast_dtype, progress) for p in parts
+        ]
+        return torch.cat(feats, dim=1)
     with rank_zero_first():
         return extract_features(
             encoder, images, kind, device, cfg.train.eval_batch_size, autocast_dtype, progress
@@ -151,8 +158,10 @@ class EpochFeatureViews(torch.utils.data.Dataset):
         offset: int,
         global_batch: int,
         stream: str = "views",
+        anchors: int = 0,
     ) -> None:
-        self.stream = stream
+        """anchors: the first `anchors` views are the sample's own feature, not a neighbour's."""
+        self.stream, self.anchors = stream, anchors
         self.features, self.batches, self.num_views, self.noise = (
             features,
             batches,
@@ -176,7 +185,8 @@ class EpochFeatureViews(torch.utils.data.Dataset):
         noise = torch.randn(self.num_views, self.global_batch, dim, generator=gen)[:, rows]
         views = []
         for v in range(self.num_views):
-            source = idx if f.neighbours is None else f.neighbours[idx, pick[v].to(idx.device)]
+            own = f.neighbours is None or v < self.anchors
+            source = idx if own else f.neighbours[idx, pick[v].to(idx.device)]
             feats = f.fit[which[v].to(idx.device), source]
             if self.noise:
                 feats = feats + self.noise * f.scale * noise[v].to(feats.device)

@@ -39,6 +39,7 @@ from deepclust.engine.machine import cpu_model
 from deepclust.engine.runfolder import RunFolder, log_size, truncate_log, write_config
 from deepclust.engine.sampler import epoch_batches, num_batches, stream_batches
 from deepclust.engine.schedule import lr_factor, plan_steps, warmup_steps
+from deepclust.engine.self_label import self_label
 from deepclust.engine.transfer import to_device
 from deepclust.errors import CheckpointError, ConfigError, DataError, DeepclustError
 from deepclust.evaluation.health import Schedule, prediction_warnings, schedule_warnings
@@ -638,6 +639,7 @@ class Trainer:
                         offset,
                         global_batch,
                         stream,
+                        spec.anchors,  # type: ignore[union-attr]
                     )
                 return EpochViews(
                     images, batches, views, cfg.train.seed, epoch, offset, global_batch, stream
@@ -695,6 +697,13 @@ class Trainer:
                 if (epoch + 1) % cfg.train.checkpoint_every == 0 or last:
                     save(epoch + 1, finished=False)
         method.on_train_end(ctx)
+        # a finished checkpoint already holds the self-labelled heads: not twice
+        relabel = not (state is not None and state.get("finished") and start_epoch >= epochs)
+        if frozen is not None and cfg.self_label.epochs and relabel:
+            method.before_evaluate(ctx)  # the heads before the stage are scored too (eval line)
+            self._evaluate(method, eval_set, eval_tf, device, amp, log, epochs, eval_features)
+            stats = self_label(method, frozen.to(device), cfg, dist.rank, dist.world_size)
+            log.write({"event": "self_label", **stats})
         method.before_evaluate(ctx)
         scores, probs = self._evaluate(
             method, eval_set, eval_tf, device, amp, log, epochs, eval_features
