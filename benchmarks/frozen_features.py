@@ -50,6 +50,9 @@ from deepclust.methods import METHODS
 
 RESULTS = Path(__file__).parent / "results"
 BASELINES = ["kmeans", "spectral", "agglomerative"]
+# Deep methods whose prediction has no trainable head for the self-labelling stage: DigPro
+# predicts by k-means centroids on its EMA target network's projections.
+NO_SELF_LABEL = {"digpro"}
 
 
 def read_clusters(path: Path) -> list[int]:
@@ -124,7 +127,8 @@ def run_once(args: argparse.Namespace, method: str, seed: int, variant: dict) ->
         "train.progress": False,
     }
     if config:
-        overrides.update({"self_label.epochs": args.self_label_epochs, **variant})
+        epochs = 0 if method in NO_SELF_LABEL else args.self_label_epochs
+        overrides.update({"self_label.epochs": epochs, **variant})
         if args.threads:
             overrides["train.cpu_threads"] = args.threads
     cfg = api.make_config(method, args.dataset, config, overrides)

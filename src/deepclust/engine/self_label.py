@@ -102,6 +102,11 @@ def self_label(
             with torch.no_grad():
                 p_weak = method.predict_proba(clean[idx])
             log_p = method.predict_proba(strong).clamp_min(1e-12).log()
+            if not log_p.requires_grad:
+                raise ConfigError(
+                    f"method '{cfg.method}' predicts with nothing self_label can train (e.g. "
+                    "k-means centroids on a target network): set self_label.epochs to 0."
+                )
             loss, count = self_label_loss(p_weak, log_p, sl.threshold, sl.balance)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
