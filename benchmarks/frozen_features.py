@@ -255,11 +255,35 @@ def parse_args() -> argparse.Namespace:
         help="config override for every deep method (repeatable), e.g. encoder.neighbours=10",
     )
     ap.add_argument("--name", default="frozen_cifar10_test")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="only join these result files of one dataset and encoder (parts of a sweep run "
+        "side by side with --methods) into NAME_ENCODER_SIZEpx.json",
+    )
     return ap.parse_args()
+
+
+def merge(paths: list[str], name: str) -> Path:
+    """One results file from parts of a sweep (same dataset, encoder, seeds, self-labelling)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    keys = ("dataset", "encoder", "input_size", "seeds", "self_label_epochs", "variant")
+    for part in parts[1:]:
+        if any(part[k] != parts[0][k] for k in keys):
+            raise SystemExit(f"the parts differ in one of {keys}: they are not one sweep")
+    out = {**parts[0], "parts": [Path(p).name for p in paths]}
+    out["results"] = [row for part in parts for row in part["results"]]
+    path = RESULTS / f"{name}_{out['encoder']}_{out['input_size']}px.json"
+    path.write_text(json.dumps(out, indent=2))
+    return path
 
 
 def main() -> None:
     args = parse_args()
+    if args.merge:
+        print(f"written: {merge(args.merge, args.name)}")
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     variant = dict(parse_overrides(args.set))
 

@@ -483,6 +483,14 @@ def test_fashion_mnist_torchvision_layout_and_bad_magic(tmp_path, fashion_arrays
         load_split("fashion_mnist", "test", tmp_path / "tv")
 
 
+def test_fashion_mnist_folder_with_the_test_files_only(tmp_path, fashion_arrays):
+    _write_fashion(tmp_path / "t10k-only", {"t10k": fashion_arrays["t10k"]}, gz=True)
+    fit, ev = load_protocol("fashion_mnist", "all", tmp_path / "t10k-only")
+    assert fit.name == "fashion_mnist/test" and fit.labels.tolist() == [8, 2] and len(ev) == 2
+    with pytest.raises(DataError, match="single split"):
+        load_protocol("fashion_mnist", "train-test", tmp_path / "t10k-only")
+
+
 # --------------------------------------------------------------------------- registry, errors, download
 
 

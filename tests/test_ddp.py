@@ -47,6 +47,14 @@ TINY_IMC_SWAV = {
     "params.num_prototypes": 30,
     "params.classifier_hidden": 32,
 }
+FROZEN_PAIRS = {
+    **SGD,
+    "encoder.name": "pixels",
+    "encoder.neighbours": 5,
+    "train.optimizer.lr": 0.05,
+    "self_label.batch_size": 64,
+    "self_label.threshold": 0.2,  # some confident samples after a few steps
+}
 CASES: dict[str, tuple[str, str, dict]] = {
     "toy-images": ("toy", "digits", {**TOY, "encoder.name": "small_cnn"}),  # GlobalBatchNorm
     "toy-frozen": ("toy", "digits", {**TOY, "encoder.name": "pixels"}),  # feature views
@@ -125,6 +133,13 @@ CASES: dict[str, tuple[str, str, dict]] = {
         },
     ),
     "kmeans": ("kmeans", "digits", {"encoder.name": "pixels", "params.n_init": 2}),  # no training
+    # heads on neighbour pairs: batch-mean entropy, per-head loss records, best-head choice;
+    # then the self-labelling stage (global class weights, summed gradients)
+    "scan-self-label": ("scan", "digits", {**FROZEN_PAIRS, "self_label.epochs": 2}),
+    # EMA teacher, EMA cluster prior of the global batch
+    "temi": ("temi", "digits", {**FROZEN_PAIRS, "params.heads": 2, "params.hidden_dim": 16}),
+    # inner classifiers trained on the global batch, entropy of the global mean labelling
+    "turtle": ("turtle", "digits", {**SGD, "encoder.name": "pixels", "train.optimizer.lr": 0.05}),
 }
 
 

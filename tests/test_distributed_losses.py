@@ -61,3 +61,28 @@ def test_all_gather_gradient_matches_one_process():
     parts = run_in_processes(_gathered_loss, 2, x, 2)
     assert all(torch.allclose(loss, one_loss) for loss, _ in parts)
     assert torch.allclose((parts[0][1] + parts[1][1]) / 2, one_grad, atol=1e-5)
+
+
+def _self_label_half(rank: int, p_weak: torch.Tensor, logits: torch.Tensor, world: int):
+    """Self-labelling loss of this process's rows: (all-reduced loss, local gradient)."""
+    from deepclust.engine.distributed import all_reduce_sum
+    from deepclust.losses.self_label import self_label_loss
+
+    half = p_weak.shape[0] // world
+    rows = slice(rank * half, (rank + 1) * half)
+    x = logits[rows].clone().requires_grad_(True)
+    loss, confident = self_label_loss(p_weak[rows], x.log_softmax(1), threshold=0.5)
+    loss.backward()
+    return all_reduce_sum(loss.detach().clone()), confident, x.grad
+
+
+def test_self_label_loss_split_over_two_processes_equals_one():
+    torch.manual_seed(0)
+    p_weak = torch.softmax(torch.randn(16, 4) * 3, 1)
+    logits = torch.randn(16, 4)
+    one_loss, one_count, one_grad = _self_label_half(0, p_weak, logits, 1)
+    parts = run_in_processes(_self_label_half, 2, p_weak, logits, 2)
+    for loss, count, _ in parts:
+        assert torch.allclose(loss, one_loss, atol=1e-6) and count == one_count
+    # the stage sums gradients over processes: each row's gradient is its one-process one
+    assert torch.allclose(torch.cat([g for _, _, g in parts]), one_grad, atol=1e-6)

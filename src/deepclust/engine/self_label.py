@@ -60,21 +60,52 @@ def head_parameters(method: Method) -> list[torch.nn.Parameter]:
     ]
 
 
+@torch.no_grad()
+def clusters_used(method: Method, features: torch.Tensor, batch: int = 4096) -> int:
+    """How many clusters the method's prediction on features [N, D] gives any sample."""
+    method.eval()
+    predicted = torch.cat(
+        [
+            method.predict_proba(features[i : i + batch]).argmax(1)
+            for i in range(0, len(features), batch)
+        ]
+    )
+    return int(predicted.unique().numel())
+
+
 def self_label(
     method: Method, features: FrozenFeatures, cfg: RunConfig, rank: int, world: int
 ) -> dict[str, float]:
     """Run `cfg.self_label.epochs` epochs of self-labelling on the clean fit features.
 
-    Returns the stage's mean loss, the share of confident samples in its last epoch and
-    its seconds.
+    Self-training can empty clusters (the confident samples of a few clusters take over);
+    a stage after which the prediction uses fewer clusters than before it is undone: the
+    heads from before the stage are kept (`undone` in the returned stats, which also hold
+    the stage's mean loss, the share of confident samples in its last epoch, the clusters
+    used before and after, and its seconds). The check reads no label.
     """
-    sl = cfg.self_label
-    params = head_parameters(method)
-    if not params:
+    if not head_parameters(method):
         raise ConfigError(
             f"method '{cfg.method}' has no trainable heads for self_label to fine-tune: "
             "set self_label.epochs to 0."
         )
+    clean = features.fit[0]
+    before = clusters_used(method, clean)
+    snapshot = {k: v.detach().clone() for k, v in method.state_dict().items()}
+    stats = run_stage(method, features, cfg, rank, world)
+    after = clusters_used(method, clean)
+    undone = after < before
+    if undone:
+        method.load_state_dict(snapshot)
+    return {**stats, "clusters_before": before, "clusters_after": after, "undone": undone}
+
+
+def run_stage(
+    method: Method, features: FrozenFeatures, cfg: RunConfig, rank: int, world: int
+) -> dict[str, float]:
+    """The stage's epochs: -> its mean loss, last epoch's confident share and seconds."""
+    sl = cfg.self_label
+    params = head_parameters(method)
     clean = features.fit[0]
     n = len(clean)
     global_batch = min(sl.batch_size, n) // world * world
