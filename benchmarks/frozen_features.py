@@ -298,9 +298,7 @@ def main() -> None:
 
     deep = [m for m in METHODS.names() if m not in BASELINES and has_frozen_config(m)]
     methods = args.methods.split(",") if args.methods else BASELINES + deep
-    rows = []
-    for method in methods:
-        rows.extend(method_rows(args, method, seeds, variant, feats, knn))
+    rows: list[dict] = []
     out = {
         "dataset": args.dataset_copy,
         "protocol": "train+test (one split, fit and scored on the same images)",
@@ -326,7 +324,9 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{args.name}_{args.encoder}_{args.input_size}px.json"
-    path.write_text(json.dumps(out, indent=2))
+    for method in methods:  # the file is rewritten after each method: a stopped sweep keeps them
+        rows.extend(method_rows(args, method, seeds, variant, feats, knn))
+        path.write_text(json.dumps(out, indent=2))
     print(
         f"extraction {extraction_s:.1f} s, 20-NN label agreement {agreement:.4f} "
         f"(majority vote {vote:.4f}; uncentred {agreement_plain:.4f} / {vote_plain:.4f}); "
