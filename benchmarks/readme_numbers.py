@@ -133,6 +133,67 @@ def frozen() -> str:
     return "\n".join(lines)
 
 
+PEERS = {
+    "CIFAR-10": "frozen_peers_cifar10_test_efficientnet_lite2_224px.json",
+    "Fashion-MNIST": "frozen_peers_fashion_test_efficientnet_lite2_224px.json",
+}
+
+
+def _cell(row: dict | None) -> str:
+    if row is None:
+        return "– | –"
+    acc, nmi, ari = (row[m]["mean"] for m in ("acc", "nmi", "ari"))
+    seeds = len(row["runs"])
+    spread = f" ± {row['acc']['std']:.3f}" if seeds > 1 else " (1 seed)"
+    return f"{acc:.3f}{spread} / {nmi:.3f} / {ari:.3f} | {row['clustering_s']['mean']:.0f} s"
+
+
+def frozen_peers() -> str:
+    """Every method with and without self-labelling on both datasets (benchmarks/frozen_features.py)."""
+    data = {name: _load(path) for name, path in PEERS.items() if (RESULTS / path).is_file()}
+    keys: list[tuple[str, bool]] = []
+    for d in data.values():
+        keys += [
+            (r["method"], r["self_label"])
+            for r in d["results"]
+            if (r["method"], r["self_label"]) not in keys
+        ]
+    head = " | ".join(f"{name} ACC / NMI / ARI | time" for name in data)
+    lines = [f"| method | self-labelling | {head} |", "|---|---" + "|---|---" * len(data) + "|"]
+    first = next(iter(data.values()))
+    order = {(r["method"], r["self_label"]): -r["acc"]["mean"] for r in first["results"]}
+    for method, relabel in sorted(keys, key=lambda k: order.get(k, 0.0)):
+        cells = []
+        for d in data.values():
+            row = next(
+                (r for r in d["results"] if (r["method"], r["self_label"]) == (method, relabel)),
+                None,
+            )
+            cells.append(_cell(row))
+        lines.append(f"| {method} | {'yes' if relabel else 'no'} | {' | '.join(cells)} |")
+    notes = "; ".join(
+        f"{name}: {d['dataset']}, 20-NN vote with the true labels {d['knn20_majority_vote_acc']:.3f}, "
+        f"load average {_load_range(d)}"
+        for name, d in data.items()
+    )
+    lines += [
+        "",
+        f"{first['protocol']}; {first['encoder']} @ {first['input_size']} px, frozen; mean ± std "
+        f"over seeds {', '.join(map(str, first['seeds']))} (spectral and agglomerative: seed 0, "
+        "deterministic given the features); self-labelling: "
+        f"{first['self_label_epochs']} epochs, scored on the same runs before and after the stage; "
+        f"time: clustering once the features are cached, {first['device']} with one torch "
+        f"thread per run, runs side by side on a shared machine ({notes}). "
+        "`python benchmarks/frozen_features.py` (commands in `docs/results.md`).",
+    ]
+    return "\n".join(lines)
+
+
+def _load_range(d: dict) -> str:
+    loads = [float(run["loadavg_before"].split()[0]) for r in d["results"] for run in r["runs"]]
+    return f"{min(loads):.1f}-{max(loads):.1f}"
+
+
 def k_estimation() -> str:
     d = _load("k_estimation.json")
     cases = d["cases"]
@@ -159,6 +220,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "photo_folder": photo_folder,
     "frozen": frozen,
+    "frozen_peers": frozen_peers,
     "k_estimation": k_estimation,
 }
 
