@@ -20,20 +20,15 @@ so augmentation of the views is feature noise instead of image augmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.errors import ConfigError
 from deepclust.losses.neighbours import scan_loss
-from deepclust.methods.base import METHODS, Method, StepInfo
-from deepclust.methods.heads import HeadBank
-
-if TYPE_CHECKING:
-    from deepclust.engine.context import FitContext
+from deepclust.methods.base import METHODS, StepInfo
+from deepclust.methods.heads import HeadBank, PairHeadsMethod, require_frozen
 
 
 @dataclass
@@ -42,23 +37,8 @@ class SCANParams:
     entropy_weight: float = 5.0
 
 
-def feature_pair_spec(encoder: Encoder) -> ViewSpec:
-    """Two feature views: view 0 the sample itself, view 1 a nearest neighbour (frozen only)."""
-    pair = CropSpec(count=2, size=1, scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
-    return ViewSpec((pair,), mean=encoder.mean, std=encoder.std, anchors=1)
-
-
-def require_frozen(name: str, encoder: Encoder) -> None:
-    if encoder.trainable:
-        raise ConfigError(
-            f"{name} trains heads on a frozen pretrained encoder's features; encoder "
-            f"'{encoder.identity or 'this one'}' trains. Use a pretrained encoder, e.g. "
-            f"--config frozen (configs/{name}/frozen.yaml)."
-        )
-
-
 @METHODS.register("scan")
-class SCAN(Method):
+class SCAN(PairHeadsMethod):
     """SCAN (Van Gansbeke et al. 2020): neighbour-consistency heads on frozen features"""
 
     name = "scan"
@@ -72,14 +52,9 @@ class SCAN(Method):
         dim = encoder.feature_dim
         self.heads = HeadBank([nn.Linear(dim, num_clusters) for _ in range(params.heads)])
 
-    def view_spec(self) -> ViewSpec:
-        return feature_pair_spec(self.encoder)
-
-    def on_epoch_start(self, ctx: FitContext) -> None:
-        self.heads.reset()
-
-    def on_train_end(self, ctx: FitContext) -> None:
-        self.heads.select()
+    @property
+    def bank(self) -> HeadBank:
+        return self.heads
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
         feats = torch.stack([self.features(v) for v in views])  # [2, B, D]

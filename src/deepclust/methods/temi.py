@@ -23,23 +23,17 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from deepclust.data.views import ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.errors import ConfigError
 from deepclust.losses.pmi import temi_loss, update_prior
-from deepclust.methods.base import METHODS, Method, StepInfo
-from deepclust.methods.heads import HeadBank
-from deepclust.methods.scan import feature_pair_spec, require_frozen
-
-if TYPE_CHECKING:
-    from deepclust.engine.context import FitContext
+from deepclust.methods.base import METHODS, StepInfo
+from deepclust.methods.heads import HeadBank, PairHeadsMethod, require_frozen
 
 
 @dataclass
@@ -75,7 +69,7 @@ class ProjectionHead(nn.Module):
 
 
 @METHODS.register("temi")
-class TEMI(Method):
+class TEMI(PairHeadsMethod):
     """TEMI (Adaloglou et al. 2023): teacher-student PMI heads on nearest-neighbour pairs"""
 
     name = "temi"
@@ -95,14 +89,9 @@ class TEMI(Method):
         self.teacher = copy.deepcopy(self.student).requires_grad_(False)
         self.register_buffer("prior", torch.full((p.heads, num_clusters), 1.0 / num_clusters))
 
-    def view_spec(self) -> ViewSpec:
-        return feature_pair_spec(self.encoder)
-
-    def on_epoch_start(self, ctx: FitContext) -> None:
-        self.student.reset()
-
-    def on_train_end(self, ctx: FitContext) -> None:
-        self.student.select()
+    @property
+    def bank(self) -> HeadBank:
+        return self.student
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
         p = self.params

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from deepclust.data.views import CropSpec, ViewSpec, batch_generator
+from deepclust.data.views import ViewSpec, batch_generator
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import all_reduce_sum, world_size
 from deepclust.errors import ConfigError
 from deepclust.losses.transfer import task_encoder_loss
 from deepclust.methods.base import METHODS, Method, StepInfo
-from deepclust.methods.scan import require_frozen
+from deepclust.methods.heads import feature_views, require_frozen
 
 if TYPE_CHECKING:
     from deepclust.engine.context import FitContext
@@ -109,8 +109,7 @@ class TURTLE(Method):
         self.seed = ctx.seed  # cold-start classifiers are drawn from (seed, epoch, step)
 
     def view_spec(self) -> ViewSpec:
-        one = CropSpec(count=1, size=1, scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0)
-        return ViewSpec((one,), mean=self.encoder.mean, std=self.encoder.std)
+        return feature_views(self.encoder, 1)
 
     def split(self, features: torch.Tensor) -> list[torch.Tensor]:
         """features [B, sum D_s] -> S tensors [B, D_s]."""
