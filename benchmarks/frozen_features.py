@@ -115,8 +115,7 @@ def stage_records(run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any] 
     return before, stage
 
 
-def run_once(args: argparse.Namespace, method: str, seed: int, variant: dict) -> dict[str, Any]:
-    """Train `method` on seed; -> its run record(s): {"final": ..., "before_self_label": ...}."""
+def run_config(args: argparse.Namespace, method: str, seed: int, variant: dict) -> Any:
     config = "frozen" if method not in BASELINES and has_frozen_config(method) else None
     overrides = {
         "data.data_dir": args.data_dir,
@@ -131,28 +130,44 @@ def run_once(args: argparse.Namespace, method: str, seed: int, variant: dict) ->
         overrides.update({"self_label.epochs": epochs, **variant})
         if args.threads:
             overrides["train.cpu_threads"] = args.threads
-    cfg = api.make_config(method, args.dataset, config, overrides)
-    out = Path("runs") / f"bench-{args.name}-{args.encoder}-{args.input_size}px-{method}-seed{seed}"
+    return api.make_config(method, args.dataset, config, overrides)
+
+
+def train_run(cfg: Any, out: Path) -> tuple[dict, float, str, str]:
+    """Train into `out` (replaced) -> (summary, seconds, load average before, after)."""
     if out.exists():
         shutil.rmtree(out)
     load_before = load_average()
     t = time.time()
     result = api.train(cfg, out=out)
-    seconds = time.time() - t
-    m = result.summary["metrics"]
+    return result.summary, time.time() - t, load_before, load_average()
+
+
+def read_run(out: Path) -> tuple[dict, float, str, str]:
+    """A finished run folder (--from-runs) -> like train_run; its time is the trainer's own."""
+    summary = json.loads((out / "summary.json").read_text())  # FileNotFoundError: unfinished
+    unknown = "not recorded (read back from the run folder)"
+    return summary, float(summary["wall_time_s"]), unknown, unknown
+
+
+def run_once(args: argparse.Namespace, method: str, seed: int, variant: dict) -> dict[str, Any]:
+    """Train `method` on seed (or read its run back); -> {"final": ..., "before_self_label": ...}."""
+    cfg = run_config(args, method, seed, variant)
+    out = Path("runs") / f"bench-{args.name}-{args.encoder}-{args.input_size}px-{method}-seed{seed}"
+    summary, seconds, load_before, load_after = (read_run if args.from_runs else train_run)(
+        *([out] if args.from_runs else [cfg, out])
+    )
+    m = summary["metrics"]
     record = {
         "seed": seed,
-        "acc": m["acc"],
-        "nmi": m["nmi"],
-        "ari": m["ari"],
-        "purity": m["purity"],
+        **{k: m[k] for k in ("acc", "nmi", "ari", "purity")},
         "clustering_s": round(seconds, 1),
         "loadavg_before": load_before,
-        "loadavg_after": load_average(),
+        "loadavg_after": load_after,
         "clusters": torch.as_tensor(read_clusters(out / "predictions.csv")),
     }
     before, stage = stage_records(out)
-    runs = {"final": record, "cfg": cfg, "epochs": result.summary["epochs"]}
+    runs = {"final": record, "cfg": cfg, "epochs": summary["epochs"]}
     if stage is not None:
         assert before is not None
         runs["before_self_label"] = {
@@ -200,7 +215,11 @@ def method_rows(
     finals, befores = [], []
     once = method in args.once.split(",")
     for seed in seeds[:1] if once else seeds:
-        runs = run_once(args, method, seed, variant)
+        try:
+            runs = run_once(args, method, seed, variant)
+        except FileNotFoundError:  # --from-runs: this seed's run did not finish
+            print(f"{method:14s} seed {seed}: no finished run folder, left out", flush=True)
+            continue
         final = runs["final"]
         final["label_free"] = label_free_scores(feats, knn, final.pop("clusters"))
         finals.append(final)
@@ -215,6 +234,8 @@ def method_rows(
         if befores:
             b = befores[-1]
             print(f"{'':14s} before self-labelling ACC {b['acc']:.4f} ({b['clustering_s']} s)")
+    if not finals:
+        return []
     cfg, epochs = runs["cfg"], runs["epochs"]
     if not befores:
         return [summary_row(method, False, finals, cfg, epochs)]
@@ -255,6 +276,12 @@ def parse_args() -> argparse.Namespace:
         help="config override for every deep method (repeatable), e.g. encoder.neighbours=10",
     )
     ap.add_argument("--name", default="frozen_cifar10_test")
+    ap.add_argument(
+        "--from-runs",
+        action="store_true",
+        help="train nothing: read the finished run folders of a sweep of this --name back "
+        "(a stopped sweep); their time is the trainer's own wall time, no load average",
+    )
     ap.add_argument(
         "--merge",
         nargs="+",
