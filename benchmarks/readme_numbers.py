@@ -190,8 +190,13 @@ def frozen_peers() -> str:
 
 
 def _load_range(d: dict) -> str:
-    loads = [float(run["loadavg_before"].split()[0]) for r in d["results"] for run in r["runs"]]
-    return f"{min(loads):.1f}-{max(loads):.1f}"
+    loads = [
+        float(run["loadavg_before"].split()[0])
+        for r in d["results"]
+        for run in r["runs"]
+        if run["loadavg_before"][:1].isdigit()  # runs read back from their folder have none
+    ]
+    return f"{min(loads):.1f}-{max(loads):.1f} before the runs" if loads else "not recorded"
 
 
 def k_estimation() -> str:
