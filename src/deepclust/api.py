@@ -26,14 +26,7 @@ from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform
 from deepclust.engine import checkpoint as ckpt
 from deepclust.engine.context import run_batched
-from deepclust.engine.trainer import (
-    RunResult,
-    Trainer,
-    autocast_dtype,
-    build_method,
-    evaluation_transform,
-    resolve_device,
-)
+from deepclust.engine.device import autocast_dtype, resolve_device
 from deepclust.errors import CheckpointError, ConfigError, DeepclustError
 from deepclust.evaluation.metrics import score
 from deepclust.evaluation.predictions import (
@@ -42,6 +35,9 @@ from deepclust.evaluation.predictions import (
     write_predictions_csv,
 )
 from deepclust.methods import Method
+from deepclust.training.build import build_method, evaluation_transform
+from deepclust.training.records import RunResult
+from deepclust.training.trainer import Trainer
 
 
 def make_config(
