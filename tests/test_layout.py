@@ -86,3 +86,25 @@ def test_the_import_walker_sees_lazy_imports(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from deepclust.api import train\n    import deepclust.cli\n")
     assert imported_modules(module) == {"api", "api.train", "cli"}
+
+
+def test_every_report_section_is_a_template_and_a_function() -> None:
+    from deepclust.evaluation import report
+
+    templates = SRC / "evaluation" / "templates" / "report"
+    for name, build in report.PAGE:
+        assert (templates / f"{name}.html.j2").is_file(), name
+        assert build.__name__ == f"section_{name}", name
+
+
+def test_the_cli_and_api_load_no_plotting_or_templating() -> None:
+    """matplotlib and Jinja2 load when a report is drawn, not when a command starts."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deepclust.cli, deepclust.api; "
+        "print([m for m in ('matplotlib', 'jinja2') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
