@@ -9,8 +9,8 @@
 Each (method, encoder) runs in a fresh process on whichever device is present (CUDA if
 available, else the CPU): the method is built from its CIFAR-10 config (the papers' views
 and optimiser) with the given encoder and batch size, and its training steps run through
-the engine's own epoch loop (`Trainer._train_epoch`: views, forward, backward, optimiser,
-hooks), first `--warmup-steps` untimed, then `--steps` timed. Images are random uint8
+the training loop's own epoch (`training.trainer.Trainer._train_epoch`: views, forward,
+backward, optimiser, hooks), first `--warmup-steps` untimed, then `--steps` timed. Images are random uint8
 32x32 (50,000, CIFAR-10's train split size) unless `--data-dir` names an image folder.
 DigPro runs its full post-warm-up step (`params.warmup_epochs=0`; its per-epoch E-step is
 not part of the step and is timed by epoch_breakdown.py).
