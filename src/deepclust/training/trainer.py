@@ -325,16 +325,7 @@ class Trainer:
         last = epoch + 1 == run.epochs
         if train.eval_every and (epoch + 1) % train.eval_every == 0 and not last:
             run.method.before_evaluate(run.ctx)
-            self._evaluate(
-                run.method,
-                run.eval_set,
-                run.eval_tf,
-                run.device,
-                run.amp,
-                run.log,
-                epoch + 1,
-                run.eval_features,
-            )
+            self._evaluate(run, epoch + 1)
         if (epoch + 1) % train.checkpoint_every == 0 or last:
             self._save(run, epoch + 1, finished=False)
 
@@ -342,16 +333,7 @@ class Trainer:
         """The method's end hooks, the last evaluation and checkpoint, the run's files."""
         run.method.on_train_end(run.ctx)
         run.method.before_evaluate(run.ctx)
-        scores, probs = self._evaluate(
-            run.method,
-            run.eval_set,
-            run.eval_tf,
-            run.device,
-            run.amp,
-            run.log,
-            run.epochs,
-            run.eval_features,
-        )
+        scores, probs = self._evaluate(run, run.epochs)
         self._save(run, run.epochs, finished=True)
         summary = self._summary(run, scores, t_start)
         summary["warnings"] = health_warnings(
@@ -540,28 +522,27 @@ class Trainer:
             )
         return stats
 
-    def _evaluate(
-        self,
-        method: Method,
-        eval_set: ImageSet,
-        eval_tf: EvalTransform,
-        device: torch.device,
-        amp: torch.dtype | None,
-        log: RunLog,
-        epoch: int,
-        features: torch.Tensor | None = None,
-    ) -> tuple[dict[str, Any] | None, torch.Tensor]:
-        """Score the eval set (or its cached features [M, D] when the encoder is frozen)."""
-        method.eval()
-        inputs = eval_set if features is None else features
+    def _evaluate(self, run: FitRun, epoch: int) -> tuple[dict[str, Any] | None, torch.Tensor]:
+        """Score the eval set (or its cached features [M, D] when the encoder is frozen)
+        -> (scores, or None without labels; probabilities [M, K] on the CPU)."""
+        run.method.eval()
+        features = run.eval_features
+        inputs = run.eval_set if features is None else features
         probs = run_batched(
-            method.predict_proba, inputs, eval_tf, device, self.cfg.train.eval_batch_size, amp
+            run.method.predict_proba,
+            inputs,
+            run.eval_tf,
+            run.device,
+            self.cfg.train.eval_batch_size,
+            run.amp,
         )
         scores = None
-        if eval_set.has_labels:
+        if run.eval_set.has_labels:
             scores = score(
-                eval_set.labels.numpy(), probs.argmax(1).cpu().numpy(), num_clusters=probs.shape[1]
+                run.eval_set.labels.numpy(),
+                probs.argmax(1).cpu().numpy(),
+                num_clusters=probs.shape[1],
             ).as_dict()
-            record = {"event": "eval", "epoch": epoch, "split": eval_set.name}
-            log.write({**record, "protocol": self.cfg.data.protocol, **scores})
+            record = {"event": "eval", "epoch": epoch, "split": run.eval_set.name}
+            run.log.write({**record, "protocol": self.cfg.data.protocol, **scores})
         return scores, probs.cpu()
