@@ -307,14 +307,16 @@ class Trainer:
             )
             aux_data = self._views_of(run, aux_batches, aux.batch_size, epoch, "auxiliary")
         data = StepBatches(self._views_of(run, batches, train.batch_size, epoch, "views"), aux_data)
+        model, optimizer = run.model, run.optimizer
+        assert model is not None and optimizer is not None  # set up for every run with epochs
         stats = self._train_epoch(
             run.method,
-            run.model,
-            run.optimizer,
+            model,
+            optimizer,
             data,
             run.on_device,
             run.device,
-            run.amp,  # type: ignore[arg-type]
+            run.amp,
             epoch,
             run.steps_per_epoch,
             run.total_steps,
@@ -339,9 +341,8 @@ class Trainer:
         summary["warnings"] = health_warnings(
             run.method, summary["schedule"], run.steps_per_epoch, probs
         )
-        names = (
-            run.method.cluster_names()
-        )  # e.g. SIC's nearest nouns; read by evaluate/predict/report
+        # e.g. SIC's nearest nouns; read by evaluate, predict and report
+        names = run.method.cluster_names()
         if run.dist.is_main:
             write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, names)
             if names is not None:
@@ -360,24 +361,17 @@ class Trainer:
             return EpochFeatureViews(
                 run.frozen,
                 batches,
-                run.spec.num_views,
-                self.cfg.encoder.feature_noise,  # type: ignore[union-attr]
+                run.spec.num_views,  # type: ignore[union-attr]
+                self.cfg.encoder.feature_noise,
                 seed,
                 epoch,
                 offset,
                 global_batch,
                 stream,
             )
-        return EpochViews(
-            run.images,
-            batches,
-            run.views,
-            seed,
-            epoch,
-            offset,
-            global_batch,
-            stream,  # type: ignore[arg-type]
-        )
+        images, views = run.images, run.views
+        assert images is not None and views is not None  # image views: set by _start_training
+        return EpochViews(images, batches, views, seed, epoch, offset, global_batch, stream)
 
     def _save(self, run: FitRun, epoch: int, finished: bool) -> None:
         """last.pt (atomic, on the main process); every process waits until it is on disk."""
