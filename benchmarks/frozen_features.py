@@ -16,7 +16,7 @@ clustering wall time, and their mean and standard deviation over the seeds. Prot
 train+test on one split: the methods fit and are scored on the same images (no labels are
 used to fit). `--set KEY=VALUE` overrides every deep method's config (a variant to compare).
 
-Self-labelling (`--self-label-epochs N`, engine/self_label.py): every deep method runs
+Self-labelling (`--self-label-epochs N`, training/self_label.py): every deep method runs
 once per seed with the stage on; the run scores its heads before the stage (an eval line
 in metrics.jsonl) and after it, so each method gets a row without and a row with
 self-labelling from the same training, the first timed without the stage's seconds.

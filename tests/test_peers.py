@@ -16,7 +16,7 @@ from deepclust.encoders.base import Encoder
 from deepclust.encoders.joined import JoinedEncoder
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.sampler import epoch_batches
-from deepclust.engine.self_label import self_label, strong_feature_view
+from deepclust.training.self_label import self_label, strong_feature_view
 from deepclust.errors import ConfigError
 from deepclust.evaluation.metrics import score
 from deepclust.methods import METHODS, Method, StepInfo
@@ -206,7 +206,7 @@ def test_self_label_needs_a_prediction_it_can_train():
 
 
 def test_a_stage_that_empties_clusters_is_undone(monkeypatch):
-    import deepclust.engine.self_label as stage
+    import deepclust.training.self_label as stage
 
     x, _ = blobs(seed=5)
     scan = SCAN(SCANParams(heads=1), feature_encoder(8), 3, len(x))

@@ -110,7 +110,7 @@ class TrainConfig:
 @dataclass
 class SelfLabelConfig:
     """SCAN's self-labelling stage after training, on a frozen encoder's features
-    (engine/self_label.py): the heads learn the confident weak-view clusters from a strong
+    (training/self_label.py): the heads learn the confident weak-view clusters from a strong
     feature-space view. epochs 0 = off."""
 
     epochs: int = 0

@@ -11,7 +11,7 @@ pretrained encoder; its features' nearest neighbours are mined once, engine/froz
               w = 5 (losses/neighbours.py); total = sum over heads
     predict   the head with the lowest mean loss over the last epoch (methods/heads.py)
 
-SCAN's third stage, self-labelling, is the engine's `self_label` stage (engine/self_label.py),
+SCAN's third stage, self-labelling, is the training loop's `self_label` stage (training/self_label.py),
 which any method's heads can end with; SCAN's paper pipeline is SCAN + self_label.
 Departures (docs/methods/scan.md): the backbone is frozen (SCAN's update_cluster_head_only),
 so augmentation of the views is feature noise instead of image augmentation.
