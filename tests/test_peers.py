@@ -16,13 +16,13 @@ from deepclust.encoders.base import Encoder
 from deepclust.encoders.joined import JoinedEncoder
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.sampler import epoch_batches
-from deepclust.training.self_label import self_label, strong_feature_view
 from deepclust.errors import ConfigError
 from deepclust.evaluation.metrics import score
 from deepclust.methods import METHODS, Method, StepInfo
 from deepclust.methods.scan import SCAN, SCANParams
 from deepclust.methods.temi import TEMI, TEMIParams
 from deepclust.methods.turtle import TURTLE, TURTLEParams, init_linear
+from deepclust.training.self_label import self_label, strong_feature_view
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
