@@ -221,7 +221,8 @@ def method_rows(
             print(f"{method:14s} seed {seed}: no finished run folder, left out", flush=True)
             continue
         final = runs["final"]
-        final["label_free"] = label_free_scores(feats, knn, final.pop("clusters"))
+        clusters = final.pop("clusters")
+        final["label_free"] = label_free_scores(feats, knn, clusters) if knn is not None else None
         finals.append(final)
         if "before_self_label" in runs:
             befores.append(runs["before_self_label"])
@@ -320,8 +321,10 @@ def main() -> None:
     feats = extract_features(encoder, fit, "clean", "cpu", 256, None, progress=True)
     extraction_s = time.time() - t0
     cold = extraction_info(encoder, fit)
-    knn, agreement, vote = neighbour_agreement(feats, fit.labels, centre=True)
-    _, agreement_plain, vote_plain = neighbour_agreement(feats, fit.labels, centre=False)
+    knn, agreement, vote, agreement_plain, vote_plain = None, None, None, None, None
+    if not args.from_runs:  # read-back parts are merged with a part that measured these
+        knn, agreement, vote = neighbour_agreement(feats, fit.labels, centre=True)
+        _, agreement_plain, vote_plain = neighbour_agreement(feats, fit.labels, centre=False)
 
     deep = [m for m in METHODS.names() if m not in BASELINES and has_frozen_config(m)]
     methods = args.methods.split(",") if args.methods else BASELINES + deep
@@ -355,9 +358,8 @@ def main() -> None:
         rows.extend(method_rows(args, method, seeds, variant, feats, knn))
         path.write_text(json.dumps(out, indent=2))
     print(
-        f"extraction {extraction_s:.1f} s, 20-NN label agreement {agreement:.4f} "
-        f"(majority vote {vote:.4f}; uncentred {agreement_plain:.4f} / {vote_plain:.4f}); "
-        f"written: {path}"
+        f"extraction {extraction_s:.1f} s, 20-NN label agreement {agreement} (majority vote "
+        f"{vote}; uncentred {agreement_plain} / {vote_plain}); written: {path}"
     )
 
 

@@ -139,12 +139,13 @@ PEERS = {
 }
 
 
-def _cell(row: dict | None) -> str:
+def _cell(row: dict | None, planned: int) -> str:
     if row is None:
         return "– | –"
     acc, nmi, ari = (row[m]["mean"] for m in ("acc", "nmi", "ari"))
     seeds = len(row["runs"])
-    spread = f" ± {row['acc']['std']:.3f}" if seeds > 1 else " (1 seed)"
+    spread = f" ± {row['acc']['std']:.3f}" if seeds > 1 else ""
+    spread += "" if seeds == planned else f" ({seeds} seed{'s' if seeds > 1 else ''})"
     return f"{acc:.3f}{spread} / {nmi:.3f} / {ari:.3f} | {row['clustering_s']['mean']:.0f} s"
 
 
@@ -169,7 +170,8 @@ def frozen_peers() -> str:
                 (r for r in d["results"] if (r["method"], r["self_label"]) == (method, relabel)),
                 None,
             )
-            cells.append(_cell(row))
+            planned = 1 if method in d.get("once", []) else len(d["seeds"])
+            cells.append(_cell(row, planned))
         lines.append(f"| {method} | {'yes' if relabel else 'no'} | {' | '.join(cells)} |")
     notes = "; ".join(
         f"{name}: {d['dataset']}, 20-NN vote with the true labels {d['knn20_majority_vote_acc']:.3f}, "
@@ -180,7 +182,8 @@ def frozen_peers() -> str:
         "",
         f"{first['protocol']}; {first['encoder']} @ {first['input_size']} px, frozen; mean ± std "
         f"over seeds {', '.join(map(str, first['seeds']))} (spectral and agglomerative: seed 0, "
-        "deterministic given the features); self-labelling: "
+        "deterministic given the features; fewer seeds where a sweep part was stopped); "
+        "self-labelling: "
         f"{first['self_label_epochs']} epochs, scored on the same runs before and after the stage; "
         f"time: clustering once the features are cached, {first['device']} with one torch "
         f"thread per run, runs side by side on a shared machine ({notes}). "

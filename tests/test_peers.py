@@ -225,3 +225,14 @@ def test_a_stage_that_empties_clusters_is_undone(monkeypatch):
     stats = self_label(scan, frozen(x), cfg, 0, 1)
     assert stats["undone"] and stats["clusters_after"] == 1 and stats["clusters_before"] == 3
     assert all(torch.equal(v, kept[k]) for k, v in scan.state_dict().items())
+
+
+def test_a_batch_without_confident_samples_moves_nothing():
+    x, _ = blobs(seed=6)
+    scan = SCAN(SCANParams(heads=1), feature_encoder(8), 3, len(x))
+    kept = {k: v.clone() for k, v in scan.state_dict().items()}
+    cfg = RunConfig(method="scan")
+    cfg.self_label = SelfLabelConfig(epochs=2, batch_size=60, threshold=0.999, weight_decay=0.1)
+    stats = self_label(scan, frozen(x), cfg, 0, 1)  # an untrained head is never that sure
+    assert stats["confident_share"] == 0
+    assert all(torch.equal(v, kept[k]) for k, v in scan.state_dict().items())

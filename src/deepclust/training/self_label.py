@@ -139,6 +139,10 @@ def run_stage(
                     "k-means centroids on a target network): set self_label.epochs to 0."
                 )
             loss, count = self_label_loss(p_weak, log_p, sl.threshold, sl.balance)
+            if count.item() == 0:
+                # nothing to learn: a step would only apply Adam's weight decay, which
+                # shrinks the heads towards one cluster (measured: TEMI, ConCURL)
+                continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for p in params:
