@@ -76,6 +76,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
             "data.protocol": "train-test",
             "data.include_unlabeled": True,
             "params.classifier_on_labelled_only": True,
+            "params.labelled_stream": "auxiliary",  # accumulate runs on one process only
             "params.classifier_batch_size": 16,
         },
     ),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deepclust.config import RunConfig, build_config, from_dict
-from deepclust.data.datasets import load_split
+from deepclust.data.datasets import all_protocol_label, load_split
 from deepclust.data.images import load_image_paths
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform
@@ -202,7 +202,7 @@ def _eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
     if split == "all":
         from deepclust.data.datasets import dataset_info
 
-        splits = [s for s in ("train", "test") if s in dataset_info(cfg.dataset).splits]
+        splits = [s for s in cfg.data.all_splits if s in dataset_info(cfg.dataset).splits]
         sets = []
         for s in splits:
             try:
@@ -216,8 +216,13 @@ def _eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
     return load_split(cfg.dataset, split, cfg.data.data_dir, **kwargs)
 
 
-def protocol_label(run_protocol: str, split: str) -> str:
-    """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant."""
+def protocol_label(run_protocol: str, split: str, all_label: str = "train+test") -> str:
+    """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant.
+
+    all_label: what protocol 'all' joined ('train' when data.all_splits is [train]).
+    """
+    if all_label != "train+test" and run_protocol == "all" and split == "all":
+        return all_label
     if run_protocol == "train-test":
         return {
             "test": "train->test",
@@ -257,7 +262,7 @@ def evaluate(
     scores = score(
         data.labels.numpy(), probs.argmax(1).numpy(), num_clusters=probs.shape[1]
     ).as_dict()
-    protocol = protocol_label(cfg.data.protocol, split)
+    protocol = protocol_label(cfg.data.protocol, split, all_protocol_label(cfg.data.all_splits))
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,

@@ -28,7 +28,7 @@ from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
 from deepclust.encoders import build_encoder
-from deepclust.encoders.base import Encoder
+from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine import checkpoint as ckpt
 from deepclust.engine.batchnorm import convert_to_global_batchnorm
 from deepclust.engine.context import FitContext, run_batched
@@ -123,6 +123,7 @@ def build_method(cfg: RunConfig, num_clusters: int, image_size: int, num_samples
     params = params_from_dict(method_cls.Params, cfg.params)
     e = cfg.encoder
     encoder = build_encoder(e.name, image_size, e.stem, e.weights, e.input_size)
+    set_normalisation(encoder, e.mean, e.std)
     return method_cls(params, encoder, num_clusters, num_samples)
 
 
@@ -502,6 +503,7 @@ class Trainer:
             download=cfg.data.download,
             bad_images=cfg.data.bad_images,
             include_unlabeled=cfg.data.include_unlabeled,
+            all_splits=cfg.data.all_splits,
         )
         if len(fit_set) == 0:
             raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
