@@ -16,12 +16,12 @@ from torch import nn
 from deepclust.config import build_config
 from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
-from deepclust.data.views import EvalTransform, eval_images
+from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
 from deepclust.encoders import build_encoder
 from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine.context import FitContext
 from deepclust.engine.recalibration import recalibrate_batchnorm
-from deepclust.engine.trainer import build_method
+from deepclust.engine.trainer import build_method, evaluation_transform
 from deepclust.errors import ConfigError
 from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
 from deepclust.methods import StepInfo
@@ -353,3 +353,21 @@ def test_fidelity_imc_swav_recalibrates_before_evaluating_when_asked():
     first_bn = next(m for m in method.encoder.modules() if isinstance(m, nn.BatchNorm2d))
     method.before_evaluate(ctx)
     assert int(first_bn.num_batches_tracked) == 2  # two batches of 8, cumulative average
+
+
+# ------------------------------------------------------------------ 7. DigPro crops from larger images
+
+
+@pytest.mark.parametrize(
+    ("dataset", "stored", "crop"),
+    [("imagenet10", 256, 96), ("imagenet_dogs", 256, 96), ("tiny_imagenet", 64, 32)],
+)
+def test_fidelity_digpro_crops_come_from_larger_stored_images(dataset, stored, crop):
+    c = cfg("digpro", dataset)
+    assert (c.data.image_size, c.data.eval_resize, c.params["crop_size"]) == (stored, crop, crop)
+    method = build_method(c, 10, stored, 100)
+    tf = evaluation_transform(c, method, stored)
+    images = torch.randint(0, 256, (2, 3, stored, stored), dtype=torch.uint8)
+    assert eval_images(images, tf).shape[-2:] == (crop, crop)
+    with pytest.raises(ConfigError, match="eval_resize"):
+        with_eval_resize(tf, crop, trainable=False)

@@ -39,6 +39,9 @@ class DataConfig:
     # evaluate trained encoders on the centre crop of this side of each stored image (ConCURL
     # on ImageNet subsets: stored at 256 px, evaluated on the centre 160 px); None = whole image
     eval_center_crop: int | None = None
+    # evaluate trained encoders on each stored image resized to this side (shorter side, then
+    # centre crop): DigPro stores larger images for its crops and scores at the crop size
+    eval_resize: int | None = None
 
 
 @dataclass
@@ -138,6 +141,7 @@ RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     ("data.image_size", 1, None, False),
     ("data.num_workers", 0, None, False),
     ("data.eval_center_crop", 1, None, False),
+    ("data.eval_resize", 1, None, False),
     ("encoder.input_size", 1, None, False),
     ("encoder.augmented_copies", 0, None, False),
     ("encoder.neighbours", 0, None, False),

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from deepclust.config import RunConfig, params_from_dict
 from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
-from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
+from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator, with_eval_resize
 from deepclust.encoders import build_encoder
 from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine import checkpoint as ckpt
@@ -134,9 +134,12 @@ def evaluation_transform(
 
     image_size: the stored side, to check the crop against (None: a run already checked).
     """
+    base = with_eval_resize(
+        method.encoder.eval_transform(), cfg.data.eval_resize, method.encoder.trainable
+    )
     crop = cfg.data.eval_center_crop
     if crop is None:
-        return method.encoder.eval_transform()
+        return base
     if not method.encoder.trainable:
         raise ConfigError(
             "data.eval_center_crop applies to trained encoders; a frozen encoder evaluates on "
@@ -147,7 +150,7 @@ def evaluation_transform(
             f"data.eval_center_crop={crop} must be between 1 and the stored image size "
             f"{image_size}; store larger images with data.image_size."
         )
-    return replace(method.encoder.eval_transform(), center_crop=crop)
+    return replace(base, center_crop=crop)
 
 
 def check_names(cfg: RunConfig) -> None:
