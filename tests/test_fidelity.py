@@ -17,7 +17,6 @@ from deepclust.config import build_config
 from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
-from deepclust.encoders import build_encoder
 from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine.context import FitContext
 from deepclust.engine.recalibration import recalibrate_batchnorm
@@ -29,6 +28,7 @@ from deepclust.methods.concurl import ConCURL, ConCURLParams
 from deepclust.methods.digpro import DigPro, DigProParams
 from deepclust.methods.imc_swav import IMCSwAV, IMCSwAVParams
 from deepclust.methods.sic import SIC, SICParams
+from test_imc_swav import random_views, tiny_method
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
@@ -179,24 +179,6 @@ def test_fidelity_imc_swav_cifar_configs_normalise_with_cifar_statistics():
 # ------------------------------------------------------------------ 11. per-view BatchNorm batches
 
 
-def tiny_imc(**params) -> IMCSwAV:
-    torch.manual_seed(0)
-    p = IMCSwAVParams(
-        high_res_size=12, low_res_size=8, num_prototypes=16, classifier_hidden=32,
-        projection_hidden=32, **params,
-    )  # fmt: skip
-    return IMCSwAV(p, build_encoder("small_cnn", 16), num_clusters=3, num_samples=8)
-
-
-def imc_views(method: IMCSwAV, batch: int = 8) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return [
-        torch.randn(batch, 3, crop.size, crop.size, generator=gen)
-        for crop in method.view_spec().crops
-        for _ in range(crop.count)
-    ]
-
-
 def per_view_reference_loss(m: IMCSwAV, views: list[torch.Tensor]) -> torch.Tensor:
     """The authors' step written out: every view through encoder, heads and classifier alone."""
     p = m.params
@@ -220,15 +202,15 @@ def test_fidelity_imc_swav_paper_configs_pass_views_one_by_one(dataset):
 
 
 def test_fidelity_imc_swav_per_view_step_matches_an_independent_reference(one_thread):
-    method = tiny_imc()
+    method = tiny_method()
     reference = copy.deepcopy(method)
-    views = imc_views(method)
+    views = random_views(method)
     sum(method.training_step(views, step_info()).values()).backward()
     per_view_reference_loss(reference, views).backward()
     for part in ("encoder", "classifier"):
         got, want = gradients(getattr(method, part)), gradients(getattr(reference, part))
         assert torch.allclose(got, want, rtol=1e-4, atol=1e-6), part
-    grouped = tiny_imc(grouped_passes=True)  # the speed switch is a different step
+    grouped = tiny_method(grouped_passes=True)  # the speed switch is a different step
     sum(grouped.training_step(views, step_info()).values()).backward()
     assert not torch.allclose(gradients(grouped.classifier), gradients(reference.classifier))
 
@@ -237,10 +219,10 @@ def test_fidelity_imc_swav_per_view_step_matches_an_independent_reference(one_th
 
 
 def test_fidelity_imc_swav_classifier_steps_once_labelled_rows_fill_a_batch(one_thread):
-    method = tiny_imc(classifier_on_labelled_only=True)
+    method = tiny_method(classifier_on_labelled_only=True)
     labels = torch.tensor([0, 1, 2, 0] + [-1] * 28)  # 4 labelled rows among 32
     method.on_train_start(SimpleNamespace(fit_set=SimpleNamespace(labels=labels)))
-    views = imc_views(method)
+    views = random_views(method)
     kept = []
     for step in range(4):  # batches of 8 with 2 labelled rows each: a classifier batch at step 4
         indices = torch.tensor([step % 2, 2 + step % 2, *range(4 + 6 * step, 10 + 6 * step)])
@@ -250,7 +232,7 @@ def test_fidelity_imc_swav_classifier_steps_once_labelled_rows_fill_a_batch(one_
         with torch.no_grad():
             kept.append(method.encode_views(views)[:, :2])
         fed = any(q.grad is not None for q in method.classifier.parameters())
-        assert fed == (step == 3) and (float(losses["mi"]) != 0) == (step == 3)
+        assert fed == (step == 3) and (float(losses["mi"].detach()) != 0) == (step == 3)
     h = torch.cat(kept, dim=1)  # [V, 8, D]: the labelled rows of the four batches
     with torch.no_grad():
         y = torch.stack([method.classifier(x) for x in h])
@@ -347,7 +329,7 @@ def test_fidelity_batchnorm_recalibration_sets_the_statistics_of_clean_training_
 
 
 def test_fidelity_imc_swav_recalibrates_before_evaluating_when_asked():
-    method = tiny_imc(bn_recalibration_images=16)
+    method = tiny_method(bn_recalibration_images=16)
     fit = ImageSet(torch.randint(0, 256, (16, 3, 16, 16), dtype=torch.uint8), torch.zeros(16))
     ctx = FitContext(fit, torch.device("cpu"), 0, 0, method.encoder.eval_transform(), 8)
     first_bn = next(m for m in method.encoder.modules() if isinstance(m, nn.BatchNorm2d))
