@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepclust.config import build_config
-from deepclust.data.datasets import load_protocol
+from deepclust.api import protocol_label
+from deepclust.data.datasets import all_protocol_label, load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
 from deepclust.encoders.base import Encoder, set_normalisation
@@ -69,6 +70,10 @@ def test_fidelity_all_splits_train_fits_and_scores_the_train_split_alone(separab
     assert len(both[0]) == 20 and len(train[0]) == len(train[1]) == 12
     with pytest.raises(ConfigError, match="all_splits"):
         load_protocol("imagefolder", "all", root, all_splits=("val",))
+    # results say what was fitted: the train split alone, so a test score is held out
+    assert protocol_label("all", "all", all_protocol_label(("train",))) == "train"
+    assert protocol_label("all", "test", all_protocol_label(("train",))) == "train->test"
+    assert protocol_label("all", "all", all_protocol_label(("train", "test"))) == "train+test"
 
 
 # ------------------------------------------------------------------ 2. IMC-SwAV CIFAR-100/20 batch

@@ -219,10 +219,11 @@ def _eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
 def protocol_label(run_protocol: str, split: str, all_label: str = "train+test") -> str:
     """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant.
 
-    all_label: what protocol 'all' joined ('train' when data.all_splits is [train]).
+    all_label: what protocol 'all' joined ('train' when data.all_splits is [train]: such a
+    run never saw the test split, so a test score is held out).
     """
-    if all_label != "train+test" and run_protocol == "all" and split == "all":
-        return all_label
+    if run_protocol == "all" and all_label == "train":
+        return {"all": "train", "train": "train", "test": "train->test"}[split]
     if run_protocol == "train-test":
         return {
             "test": "train->test",
@@ -404,7 +405,9 @@ def train_seeds(
         "method": s0["method"],
         "dataset": s0["dataset"],
         "protocol": protocol_label(
-            s0["protocol"], "test" if s0["protocol"] == "train-test" else "all"
+            s0["protocol"],
+            "test" if s0["protocol"] == "train-test" else "all",
+            all_protocol_label(cfg.data.all_splits),
         ),
         "eval_split": s0["eval_split"],
         "encoder": s0["encoder"],
@@ -818,7 +821,11 @@ def report(
             {
                 "label": "the run's evaluation",
                 **own,
-                "protocol": protocol_label(run.config.data.protocol, run.default_split),
+                "protocol": protocol_label(
+                    run.config.data.protocol,
+                    run.default_split,
+                    all_protocol_label(run.config.data.all_splits),
+                ),
                 "split": run.default_split,
             }
         )
@@ -840,7 +847,11 @@ def report(
         "method": run.config.method,
         "dataset": run.config.dataset,
         "data_dir": run.config.data.data_dir,
-        "protocol": protocol_label(run.config.data.protocol, run.default_split),
+        "protocol": protocol_label(
+            run.config.data.protocol,
+            run.default_split,
+            all_protocol_label(run.config.data.all_splits),
+        ),
         "fit_split": summary.get("fit_split"),
         "eval_split": summary.get("eval_split", data.name),
         "encoder": run.config.encoder.name,
