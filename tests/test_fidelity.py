@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepclust.config import build_config
 from deepclust.api import protocol_label
+from deepclust.config import build_config
 from deepclust.data.datasets import all_protocol_label, load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
