@@ -358,3 +358,13 @@ def test_fidelity_digpro_crops_come_from_larger_stored_images(dataset, stored, c
     assert eval_images(images, tf).shape[-2:] == (crop, crop)
     with pytest.raises(ConfigError, match="eval_resize"):
         with_eval_resize(tf, crop, trainable=False)
+
+
+def test_fidelity_accumulated_labelled_rows_refuse_several_processes(monkeypatch):
+    import deepclust.methods.imc_swav as imc
+
+    monkeypatch.setattr(imc, "world_size", lambda: 2)
+    method = tiny_method(classifier_on_labelled_only=True)
+    ctx = SimpleNamespace(fit_set=SimpleNamespace(labels=torch.zeros(8)))
+    with pytest.raises(ConfigError, match="labelled_stream=auxiliary"):
+        method.on_train_start(ctx)
