@@ -15,7 +15,7 @@ from torch import nn
 
 from deepclust.api import protocol_label
 from deepclust.config import build_config
-from deepclust.data.datasets import all_protocol_label, load_protocol
+from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
 from deepclust.encoders.base import Encoder, set_normalisation
@@ -71,9 +71,9 @@ def test_fidelity_all_splits_train_fits_and_scores_the_train_split_alone(separab
     with pytest.raises(ConfigError, match="all_splits"):
         load_protocol("imagefolder", "all", root, all_splits=("val",))
     # results say what was fitted: the train split alone, so a test score is held out
-    assert protocol_label("all", "all", all_protocol_label(("train",))) == "train"
-    assert protocol_label("all", "test", all_protocol_label(("train",))) == "train->test"
-    assert protocol_label("all", "all", all_protocol_label(("train", "test"))) == "train+test"
+    assert protocol_label("all", "all", ("train",)) == "train"
+    assert protocol_label("all", "test", ("train",)) == "train->test"
+    assert protocol_label("all", "all", ("train", "test")) == "train+test"
 
 
 # ------------------------------------------------------------------ 2. IMC-SwAV CIFAR-100/20 batch

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from deepclust.config import RunConfig, build_config, from_dict
-from deepclust.data.datasets import all_protocol_label, load_split
+from deepclust.data.datasets import load_split
 from deepclust.data.images import load_image_paths
 from deepclust.data.store import ImageSet
 from deepclust.data.views import EvalTransform
@@ -216,13 +216,15 @@ def _eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
     return load_split(cfg.dataset, split, cfg.data.data_dir, **kwargs)
 
 
-def protocol_label(run_protocol: str, split: str, all_label: str = "train+test") -> str:
+def protocol_label(
+    run_protocol: str, split: str, all_splits: tuple[str, ...] = ("train", "test")
+) -> str:
     """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant.
 
-    all_label: what protocol 'all' joined ('train' when data.all_splits is [train]: such a
-    run never saw the test split, so a test score is held out).
+    all_splits: what protocol 'all' joined (data.all_splits); a run on [train] alone never
+    saw the test split, so its test score is held out.
     """
-    if run_protocol == "all" and all_label == "train":
+    if run_protocol == "all" and tuple(all_splits) == ("train",):
         return {"all": "train", "train": "train", "test": "train->test"}[split]
     if run_protocol == "train-test":
         return {
@@ -263,7 +265,7 @@ def evaluate(
     scores = score(
         data.labels.numpy(), probs.argmax(1).numpy(), num_clusters=probs.shape[1]
     ).as_dict()
-    protocol = protocol_label(cfg.data.protocol, split, all_protocol_label(cfg.data.all_splits))
+    protocol = protocol_label(cfg.data.protocol, split, cfg.data.all_splits)
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,
@@ -407,7 +409,7 @@ def train_seeds(
         "protocol": protocol_label(
             s0["protocol"],
             "test" if s0["protocol"] == "train-test" else "all",
-            all_protocol_label(cfg.data.all_splits),
+            cfg.data.all_splits,
         ),
         "eval_split": s0["eval_split"],
         "encoder": s0["encoder"],
@@ -824,7 +826,7 @@ def report(
                 "protocol": protocol_label(
                     run.config.data.protocol,
                     run.default_split,
-                    all_protocol_label(run.config.data.all_splits),
+                    run.config.data.all_splits,
                 ),
                 "split": run.default_split,
             }
@@ -850,7 +852,7 @@ def report(
         "protocol": protocol_label(
             run.config.data.protocol,
             run.default_split,
-            all_protocol_label(run.config.data.all_splits),
+            run.config.data.all_splits,
         ),
         "fit_split": summary.get("fit_split"),
         "eval_split": summary.get("eval_split", data.name),

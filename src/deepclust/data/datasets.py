@@ -211,11 +211,6 @@ def check_all_splits(all_splits: tuple[str, ...]) -> None:
         )
 
 
-def all_protocol_label(all_splits: tuple[str, ...]) -> str:
-    """How protocol 'all' is written in results: 'train+test', or 'train' alone."""
-    return "+".join(s for s in LABELLED_SPLITS if s in all_splits)
-
-
 # --------------------------------------------------------------------------- helpers
 
 
