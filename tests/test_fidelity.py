@@ -258,7 +258,7 @@ def bf16_and_fp32(method: nn.Module, views: list[torch.Tensor], info: StepInfo):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             losses = m.training_step(vs, info)
         sum(losses.values()).backward()
-        out.append(([float(v) for v in losses.values()], torch.cat([v.grad for v in vs])))
+        out.append(([float(v.detach()) for v in losses.values()], torch.cat([v.grad for v in vs])))
     return out
 
 
