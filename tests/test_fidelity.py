@@ -21,7 +21,6 @@ from deepclust.data.views import EvalTransform, eval_images, with_eval_resize
 from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine.context import FitContext
 from deepclust.engine.recalibration import recalibrate_batchnorm
-from deepclust.engine.trainer import build_method, evaluation_transform
 from deepclust.errors import ConfigError
 from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
 from deepclust.methods import StepInfo
@@ -29,6 +28,7 @@ from deepclust.methods.concurl import ConCURL, ConCURLParams
 from deepclust.methods.digpro import DigPro, DigProParams
 from deepclust.methods.imc_swav import IMCSwAV, IMCSwAVParams
 from deepclust.methods.sic import SIC, SICParams
+from deepclust.training.build import build_method, evaluation_transform
 from test_imc_swav import random_views, tiny_method
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
