@@ -3,6 +3,10 @@
     python benchmarks/throughput.py --methods imc-swav concurl digpro --encoders resnet18 \
         --batch-size 256 --warmup-steps 1 --steps 2 --name cpu_resnet18_after
     python benchmarks/throughput.py --name gpu   # all three methods x resnet18, small_cnn
+    python benchmarks/throughput.py --methods imc-swav --encoders resnet18 --device cpu \
+        --variant per_view:params.grouped_passes=false,train.channels_last=false \
+        --variant grouped:params.grouped_passes=true,train.channels_last=false \
+        --name cpu_resnet18_passes   # side by side: one row per variant
     python benchmarks/throughput.py --time-to-accuracy --methods imc-swav --config cifar10 \
         --data-dir ../shared/datasets/cifar10-jpeg --name tta_gpu --set train.epochs=20
 
@@ -237,6 +241,17 @@ def time_to_accuracy(args: argparse.Namespace) -> None:
     train_benchmark.main(argv)
 
 
+def parse_variants(items: list[str]) -> list[tuple[str, list[str]]]:
+    """['name:k=v,k=v', ...] -> [(name, ['k=v', 'k=v'])]; none given: one unnamed variant."""
+    if not items:
+        return [("", [])]
+    out = []
+    for item in items:
+        name, _, sets = item.partition(":")
+        out.append((name, [s for s in sets.split(",") if s]))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -252,6 +267,13 @@ def main() -> None:
     ap.add_argument("--num-images", type=int, default=50_000, help="random images to store")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="a named set of overrides; every (method, encoder) runs once per variant",
+    )
     ap.add_argument(
         "--time-to-accuracy",
         action="store_true",
@@ -271,17 +293,21 @@ def main() -> None:
     rows = []
     for method in args.methods:
         for encoder in args.encoders:
-            job = {
-                "method": method,
-                "encoder": encoder,
-                **{k: getattr(args, k) for k in ("batch_size", "warmup_steps", "steps", "set")},
-                "device": device.type,
-                "data_dir": args.data_dir,
-                "num_images": args.num_images,
-            }
-            row = run_job(job)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for name, extra in parse_variants(args.variant):
+                job = {
+                    "method": method,
+                    "encoder": encoder,
+                    **{k: getattr(args, k) for k in ("batch_size", "warmup_steps", "steps")},
+                    "set": [*args.set, *extra],
+                    "device": device.type,
+                    "data_dir": args.data_dir,
+                    "num_images": args.num_images,
+                }
+                row = (
+                    {"variant": name, "overrides": extra, **run_job(job)} if name else run_job(job)
+                )
+                rows.append(row)
+                print(json.dumps(row), flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = {

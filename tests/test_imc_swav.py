@@ -197,7 +197,12 @@ def test_prototypes_frozen_during_warmup_then_updated_and_unit_norm():
 def test_classifier_on_labelled_only_has_its_own_batches():
     """The stream holds the labelled rows; the MI loss reads only the auxiliary views and the
     SwAV loss only the main ones; the auxiliary batch trains the classifier alone."""
-    m = tiny_method(num_samples=16, classifier_on_labelled_only=True, classifier_batch_size=4)
+    m = tiny_method(
+        num_samples=16,
+        classifier_on_labelled_only=True,
+        labelled_stream="auxiliary",
+        classifier_batch_size=4,
+    )
     labels = torch.tensor([-1] * 8 + [0, 1, 2, 0, 1, 2, 0, 1])
     stream = m.auxiliary_stream(SimpleNamespace(fit_set=SimpleNamespace(labels=labels)))
     assert torch.equal(stream.rows, torch.arange(8, 16)) and stream.batch_size == 4

@@ -49,7 +49,7 @@ def estimate_for_config(
     e, d = cfg.encoder, cfg.data
     fit, _ = load_protocol(
         cfg.dataset, d.protocol, d.data_dir, image_size=d.image_size, bad_images=d.bad_images,
-        include_unlabeled=d.include_unlabeled,
+        include_unlabeled=d.include_unlabeled, all_splits=d.all_splits,
     )  # fmt: skip
     encoder = build_encoder(e.name, fit.image_size[0], e.stem, e.weights, e.input_size)
     if encoder.trainable:

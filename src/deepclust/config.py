@@ -27,6 +27,9 @@ class DataConfig:
     protocol: Literal["train-test", "all"] = "train-test"
     image_size: int | None = None  # stored resolution; None = the dataset's default
     include_unlabeled: bool = False  # STL-10: add the unlabeled split to the fit set
+    # the labelled splits protocol "all" joins; [train]: the train split alone (DigPro's
+    # authors on ImageNet-10 / Dogs / Tiny-ImageNet)
+    all_splits: tuple[str, ...] = ("train", "test")
     bad_images: Literal["skip", "fail"] = "skip"
     download: bool = False
     num_workers: int = 0  # DataLoader workers for the CPU view path
@@ -36,6 +39,9 @@ class DataConfig:
     # evaluate trained encoders on the centre crop of this side of each stored image (ConCURL
     # on ImageNet subsets: stored at 256 px, evaluated on the centre 160 px); None = whole image
     eval_center_crop: int | None = None
+    # evaluate trained encoders on each stored image resized to this side (shorter side, then
+    # centre crop): DigPro stores larger images for its crops and scores at the crop size
+    eval_resize: int | None = None
 
 
 @dataclass
@@ -57,6 +63,10 @@ class EncoderConfig:
     neighbours_share: float = 0.0
     feature_noise: float = 0.1  # Gaussian noise on feature views, in units of each dimension's std
     tta_flip: bool = False  # average clean features with those of the mirrored image
+    # input normalisation of an encoder trained from scratch; None = ImageNet's (IMC-SwAV's
+    # authors normalise CIFAR and STL-10 with those datasets' own statistics)
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -153,11 +163,14 @@ RANGES: tuple[tuple[str, float | None, float | None, bool], ...] = (
     ("data.image_size", 1, None, False),
     ("data.num_workers", 0, None, False),
     ("data.eval_center_crop", 1, None, False),
+    ("data.eval_resize", 1, None, False),
     ("encoder.input_size", 1, None, False),
     ("encoder.augmented_copies", 0, None, False),
     ("encoder.neighbours", 0, None, False),
     ("encoder.feature_noise", 0, None, False),
     ("encoder.neighbours_share", 0, None, False),
+    ("encoder.mean", 0, 1, False),
+    ("encoder.std", 0, None, True),
     ("train.epochs", 0, None, False),
     ("train.batch_size", 1, None, False),
     ("train.eval_batch_size", 1, None, False),

@@ -37,7 +37,7 @@ def evaluate(
     scores = score(
         data.labels.numpy(), probs.argmax(1).numpy(), num_clusters=probs.shape[1]
     ).as_dict()
-    protocol = protocol_label(cfg.data.protocol, split)
+    protocol = protocol_label(cfg.data.protocol, split, cfg.data.all_splits)
     result = {
         "method": cfg.method,
         "dataset": cfg.dataset,

@@ -44,7 +44,9 @@ def _metric_rows(
         {
             "label": "the run's evaluation",
             **own,
-            "protocol": protocol_label(run.config.data.protocol, run.default_split),
+            "protocol": protocol_label(
+                run.config.data.protocol, run.default_split, run.config.data.all_splits
+            ),
             "split": run.default_split,
         }
     ]
@@ -77,7 +79,9 @@ def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[s
         "method": run.config.method,
         "dataset": run.config.dataset,
         "data_dir": run.config.data.data_dir,
-        "protocol": protocol_label(run.config.data.protocol, run.default_split),
+        "protocol": protocol_label(
+            run.config.data.protocol, run.default_split, run.config.data.all_splits
+        ),
         "fit_split": summary.get("fit_split"),
         "eval_split": summary.get("eval_split", data.name),
         "encoder": run.config.encoder.name,

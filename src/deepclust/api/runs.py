@@ -175,7 +175,7 @@ def eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
     if split == "all":
         from deepclust.data.datasets import dataset_info
 
-        splits = [s for s in ("train", "test") if s in dataset_info(cfg.dataset).splits]
+        splits = [s for s in cfg.data.all_splits if s in dataset_info(cfg.dataset).splits]
         sets = []
         for s in splits:
             try:
@@ -189,8 +189,16 @@ def eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:
     return load_split(cfg.dataset, split, cfg.data.data_dir, **kwargs)
 
 
-def protocol_label(run_protocol: str, split: str) -> str:
-    """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant."""
+def protocol_label(
+    run_protocol: str, split: str, all_splits: tuple[str, ...] = ("train", "test")
+) -> str:
+    """How a score was obtained: 'train->test' (held out), 'train+test', or an in-sample variant.
+
+    all_splits: what protocol 'all' joined (data.all_splits); a run on [train] alone never
+    saw the test split, so its test score is held out.
+    """
+    if run_protocol == "all" and tuple(all_splits) == ("train",):
+        return {"all": "train", "train": "train", "test": "train->test"}[split]
     if run_protocol == "train-test":
         return {
             "test": "train->test",

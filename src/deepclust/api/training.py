@@ -82,7 +82,9 @@ def train_seeds(
         "method": s0["method"],
         "dataset": s0["dataset"],
         "protocol": protocol_label(
-            s0["protocol"], "test" if s0["protocol"] == "train-test" else "all"
+            s0["protocol"],
+            "test" if s0["protocol"] == "train-test" else "all",
+            cfg.data.all_splits,
         ),
         "eval_split": s0["eval_split"],
         "encoder": s0["encoder"],

@@ -6,7 +6,9 @@ Where the files are looked for (`data_dir` is what the user passes as --data-dir
     then any extra standard place (e.g. Debian's /usr/share/datasets/fashion-mnist).
 
 Protocols: "train-test" fits on train and evaluates on test; "all" fits and evaluates on
-train+test joined (datasets with a single split support only "all").
+train+test joined (datasets with a single split support only "all"). `all_splits` narrows
+what "all" joins: ("train",) fits and evaluates on the train split alone, as DigPro's
+authors do on ImageNet-10, ImageNet-Dogs and Tiny-ImageNet (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from deepclust.errors import ConfigError, DataError, DeepclustError
 from deepclust.registry import Registry
 
 PROTOCOLS: tuple[str, ...] = ("train-test", "all")
+LABELLED_SPLITS: tuple[str, ...] = ("train", "test")
 
 
 @dataclass(frozen=True)
@@ -150,14 +153,17 @@ def load_protocol(
     download: bool = False,
     bad_images: str = "skip",
     include_unlabeled: bool = False,
+    all_splits: tuple[str, ...] = LABELLED_SPLITS,
 ) -> tuple[ImageSet, ImageSet]:
     """(fit_set, eval_set) for an evaluation protocol.
 
-    "train-test": fit on train, evaluate on test. "all": fit and evaluate on train+test
-    (or the only split). include_unlabeled adds the "unlabeled" split (STL-10) to the fit set.
+    "train-test": fit on train, evaluate on test. "all": fit and evaluate on the labelled
+    splits in `all_splits` that exist (train+test, or the only split).
+    include_unlabeled adds the "unlabeled" split (STL-10) to the fit set.
     With "all", eval_set shares memory with the start of fit_set (no copy).
     """
     entry = _entry(name)
+    check_all_splits(all_splits)
     if protocol not in PROTOCOLS:
         raise ConfigError(
             f"unknown protocol '{protocol}': use 'train-test' (fit on train, evaluate on test) "
@@ -171,7 +177,7 @@ def load_protocol(
         )
     root = resolve_dir(name, data_dir, download)
     present = entry.available(root) if entry.available else entry.info.splits
-    labelled = [s for s in ("train", "test") if s in present]
+    labelled = [s for s in LABELLED_SPLITS if s in present]
     if protocol == "train-test" and labelled != ["train", "test"]:
         where = f" at {root}" if entry.locate is not None else ""
         raise DataError(
@@ -183,12 +189,26 @@ def load_protocol(
         if include_unlabeled:
             fit = ImageSet.concat([fit, entry.read(root, "unlabeled", opts)])
         return fit, evaluate
-    parts = [entry.read(root, s, opts) for s in labelled]
+    parts = [entry.read(root, s, opts) for s in labelled if s in all_splits]
+    if not parts:
+        raise DataError(
+            f"dataset '{name}' has no {' or '.join(all_splits)} split here; data.all_splits "
+            f"must name one of {', '.join(labelled)}."
+        )
     evaluate = parts[0] if len(parts) == 1 else ImageSet.concat(parts)
     if not include_unlabeled:
         return evaluate, _view(evaluate, len(evaluate))
     fit = ImageSet.concat([evaluate, entry.read(root, "unlabeled", opts)])
     return fit, _view(fit, len(evaluate), evaluate.name)
+
+
+def check_all_splits(all_splits: tuple[str, ...]) -> None:
+    """ConfigError unless all_splits is a non-empty selection of train and test."""
+    if not all_splits or any(s not in LABELLED_SPLITS for s in all_splits):
+        raise ConfigError(
+            f"data.all_splits must name train and/or test (the splits protocol 'all' joins); "
+            f"got {list(all_splits)!r}."
+        )
 
 
 # --------------------------------------------------------------------------- helpers

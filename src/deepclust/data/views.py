@@ -39,13 +39,14 @@ import dataclasses
 import functools
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torchvision.transforms.functional as TF
 from kornia.filters import gaussian_blur2d
 
 from deepclust.engine.transfer import to_device
+from deepclust.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -107,6 +108,22 @@ class EvalTransform:
     std: tuple[float, float, float] = IMAGENET_STD
     size: int | None = field(default=None)
     center_crop: int | None = None
+
+
+def with_eval_resize(transform: EvalTransform, size: int | None, trainable: bool) -> EvalTransform:
+    """transform, resizing evaluation images to `size` (None: unchanged; trained encoders only).
+
+    Crops taken from larger stored images (closer to the originals) are scored at the
+    crop size, as DigPro's authors score resized originals.
+    """
+    if size is None:
+        return transform
+    if not trainable:
+        raise ConfigError(
+            "data.eval_resize applies to trained encoders; a frozen encoder evaluates on its "
+            "own preprocessing (encoder.input_size). Remove data.eval_resize."
+        )
+    return replace(transform, size=size)
 
 
 # --------------------------------------------------------------------------- crop boxes

@@ -62,6 +62,30 @@ class Encoder(nn.Module):
         return EvalTransform(mean=self.mean, std=self.std, size=self.input_size)  # type: ignore[arg-type]
 
 
+def set_normalisation(
+    encoder: Encoder,
+    mean: tuple[float, float, float] | None,
+    std: tuple[float, float, float] | None,
+) -> Encoder:
+    """Give a from-scratch encoder the configured input mean/std (None keeps its own).
+
+    Pretrained encoders keep the statistics their weights were trained with.
+    """
+    if mean is None and std is None:
+        return encoder
+    if not encoder.trainable:
+        raise ConfigError(
+            f"encoder.mean / encoder.std apply to encoders trained from scratch; "
+            f"'{encoder.identity or 'this encoder'}' is pretrained and keeps its own "
+            "normalisation. Remove encoder.mean and encoder.std."
+        )
+    if mean is not None:
+        encoder.mean = tuple(float(m) for m in mean)
+    if std is not None:
+        encoder.std = tuple(float(s) for s in std)
+    return encoder
+
+
 @dataclass(frozen=True)
 class EncoderRequest:
     """What a builder gets: the stored image size and the user's encoder settings."""

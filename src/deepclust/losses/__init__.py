@@ -1,6 +1,6 @@
 """Losses as small pure functions, one idea each, correct when the batch is split over processes."""
 
-from deepclust.losses.common import entropy, soft_cross_entropy
+from deepclust.losses.common import entropy, float32_maths, soft_cross_entropy
 from deepclust.losses.consensus import (
     align_partition,
     consensus_loss,
@@ -41,6 +41,7 @@ __all__ = [
     "cosine_scores",
     "enqueue",
     "entropy",
+    "float32_maths",
     "gaussian_projections",
     "group_contrast_loss",
     "info_nce_loss",

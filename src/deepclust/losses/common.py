@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+
+
+@contextmanager
+def float32_maths(device_type: str) -> Iterator[None]:
+    """Autocast off for the enclosed loss maths, so matrix products run in float32.
+
+    Every method computes its losses inside this (network layers stay under autocast);
+    tensors coming from bf16 layers are cast with .float() on the way in. Under bf16 the
+    loss products shift IMC-SwAV's MI gradient by 2-3 % and flip SIC pseudo-labels
+    (docs/fidelity.md, item 10).
+    """
+    with torch.autocast(device_type, enabled=False):
+        yield
 
 
 def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

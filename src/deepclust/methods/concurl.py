@@ -37,10 +37,13 @@ Decisions (see README "ConCURL" for the full list):
   engine sets to train.seed before building the method) and kept as a buffer: they are in
   every checkpoint, identical after resume and on every process.
 
-Where the authors' code differs from the paper (the paper's intent is the default):
+Where the authors' code differs from the paper (the paper configs run the code; the
+dataclass defaults keep the paper's intent, docs/fidelity.md):
 - In the released code the prototypes enter the projected scores detached (.data), so with
-  alpha = 0 they never learn and stay at their random initialisation. Here they learn;
-  `detach_prototypes: true` reproduces the released behaviour.
+  alpha = 0 they never learn and stay at their random initialisation, and the released
+  evaluation clusters the 128-d NCE feature with k-means (n_init 20). The paper configs
+  set `detach_prototypes: true` and `predict_with: kmeans_instance`; the defaults train
+  the prototypes and predict by their argmax.
 - The code applies grayscale before colour jitter; deepclust's view pipeline jitters
   first (torchvision's usual order), so a grey view here still gets brightness/contrast.
 - The authors pick the "best" checkpoint by train-set accuracy (labels). deepclust never
@@ -78,7 +81,7 @@ from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import is_distributed, rank, world_size
 from deepclust.errors import ConfigError
-from deepclust.losses import sinkhorn, swapped_prediction
+from deepclust.losses import float32_maths, sinkhorn, swapped_prediction
 from deepclust.losses.consensus import (
     align_partition,
     consensus_loss,
@@ -262,7 +265,7 @@ class ConCURL(Method):
         instance, clusters = p.beta > 0, p.alpha > 0 or p.gamma > 0
         (f1, z1), (f2, z2) = (self.embed(v, instance, clusters) for v in views)
         losses: dict[str, torch.Tensor] = {}
-        with torch.autocast(views[0].device.type, enabled=False):  # the heads' maths in float32
+        with float32_maths(views[0].device.type):
             if instance:
                 assert f1 is not None and f2 is not None
                 losses["nce"] = p.beta * self._instance_loss(f1, f2, info)

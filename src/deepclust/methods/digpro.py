@@ -79,6 +79,7 @@ from deepclust.errors import ConfigError
 from deepclust.losses import (
     assign_groups,
     enqueue,
+    float32_maths,
     group_contrast_loss,
     prototype_aggregation_loss,
     update_group_centres,
@@ -287,7 +288,7 @@ class DigPro(Method):
 
         eps has std 0.001: bfloat16 (8 significant bits) would round most of it away.
         """
-        with torch.autocast(z.device.type, enabled=False):
+        with float32_maths(z.device.type):
             z32 = z.float()
             return self.predictor(z32 + self.latent_noise(z32, step, view))
 
@@ -335,14 +336,16 @@ class DigPro(Method):
 
         zero = z[0].new_zeros((), dtype=torch.float32)
         ins, group, proto = zero, zero, zero
-        for a, b in ((0, 1), (1, 0)):
-            ins = ins - 2 * F.cosine_similarity(noisy[a].float(), k[b], dim=1).mean()
-            assignment, centres = self.group_step(z[a].detach(), k[b])
-            group = group + group_contrast_loss(pred[a], centres, assignment, p.group_temperature)
-            if labels is not None:
-                proto = proto + prototype_aggregation_loss(
-                    z[a], k[b], labels, self.num_clusters, p.proto_temperature
-                )
+        with float32_maths(z[0].device.type):
+            for a, b in ((0, 1), (1, 0)):
+                za, pa = z[a].float(), pred[a].float()
+                ins = ins - 2 * F.cosine_similarity(noisy[a].float(), k[b], dim=1).mean()
+                assignment, centres = self.group_step(za.detach(), k[b])
+                group = group + group_contrast_loss(pa, centres, assignment, p.group_temperature)
+                if labels is not None:
+                    proto = proto + prototype_aggregation_loss(
+                        za, k[b], labels, self.num_clusters, p.proto_temperature
+                    )
         self.remember(z)
         return {
             "instance": ins / 2,

@@ -22,19 +22,27 @@ iterations. Where the authors' code and paper differ:
 - The projection 512 -> 512 -> 128 is two stacked linear layers in the code (so linear
   overall); `projection_bn_relu: true` puts BN + ReLU between them (SwAV's usual head), and
   `projection_hidden: 0` makes it a single linear layer.
+- The authors encode each view alone and apply the classifier per view, so every
+  BatchNorm batch is one view of B images. That is the default; `grouped_passes: true`
+  concatenates views of one size into one encoder pass and all views into one classifier
+  pass (fewer, larger passes; different BatchNorm batches, hence a different step).
 - Before testing, the authors re-estimate BatchNorm statistics on test batches in train
-  mode. deepclust does not: prediction uses the running statistics from training.
-- STL-10: the encoder trains on train+unlabeled and the classifier on labelled images only.
-  With `classifier_on_labelled_only` the classifier gets its own batches, as in the paper:
-  an auxiliary stream of `classifier_batch_size` images from the labelled split (only
-  *whether* an image comes from a labelled split is used, never its label), whose views go
-  through the encoder and prototypes without gradient; the SwAV loss uses the main batch.
+  mode. deepclust does not use test images: `bn_recalibration_images: N` re-estimates them
+  on N clean training images at the evaluation resolution before every evaluation
+  (engine/recalibration.py); 0 (default) keeps the running statistics from training.
+- STL-10: the encoder trains on train+unlabeled and the classifier on labelled images only
+  (`classifier_on_labelled_only`; only *whether* an image comes from a labelled split is
+  used, never its label). `labelled_stream: accumulate` (the authors' code) keeps the
+  detached features and scores of the labelled rows of the main batches and takes one
+  classifier step whenever they reach a batch (about 1 per 21 encoder steps on STL-10);
+  `auxiliary` draws a fresh labelled batch of `classifier_batch_size` every step, whose
+  views go through the encoder and prototypes without gradient.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +50,16 @@ from torch import nn
 
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
+from deepclust.engine.distributed import world_size
+from deepclust.engine.recalibration import recalibrate_batchnorm
 from deepclust.errors import ConfigError, DataError
-from deepclust.losses import logit_penalty, mutual_information_loss, sinkhorn, swapped_prediction
+from deepclust.losses import (
+    float32_maths,
+    logit_penalty,
+    mutual_information_loss,
+    sinkhorn,
+    swapped_prediction,
+)
 from deepclust.methods.base import METHODS, AuxiliaryStream, Method, StepInfo
 
 if TYPE_CHECKING:
@@ -79,8 +95,13 @@ class IMCSwAVParams:
     logit_weight: float = 0.01
     freeze_prototypes_iters: int = 500
     freeze_prototypes_fraction: float = 0.0  # + this fraction of the run's steps (frozen recipes)
-    classifier_on_labelled_only: bool = False  # STL-10: the classifier's own labelled batches
-    classifier_batch_size: int = 256  # their global size
+    classifier_on_labelled_only: bool = False  # STL-10: the classifier sees labelled images only
+    labelled_stream: Literal["accumulate", "auxiliary"] = "accumulate"  # accumulate = the authors'
+    classifier_batch_size: int = 256  # global size of the auxiliary stream's batches
+    # passes: False = each view its own encoder and classifier pass (the authors' BatchNorm
+    # batches); True = views of one size share an encoder pass, all views a classifier pass
+    grouped_passes: bool = False
+    bn_recalibration_images: int = 0  # > 0: re-estimate BatchNorm on this many training images
 
 
 def prototype_count(params: IMCSwAVParams, num_clusters: int, num_samples: int) -> int:
@@ -133,6 +154,8 @@ class IMCSwAV(Method):
         self.prototypes = nn.Linear(params.projection_dim, count, bias=False)
         self.normalize_prototypes()
         self.classifier = classifier_head(dim, params.classifier_hidden, num_clusters)
+        self._bank = LabelledBank()
+        self._labelled = torch.zeros(0, dtype=torch.bool)
 
     # --- views and hooks ------------------------------------------------------------
     def view_spec(self) -> ViewSpec:
@@ -155,17 +178,42 @@ class IMCSwAV(Method):
             groups.append(crops(p.low_res_count, p.low_res_size, p.low_res_scale))
         return ViewSpec(tuple(groups), mean=self.encoder.mean, std=self.encoder.std)
 
-    def auxiliary_stream(self, ctx: FitContext) -> AuxiliaryStream | None:
-        if not self.params.classifier_on_labelled_only:
-            return None
-        # Whether an image comes from a labelled split; its label is never read.
-        labelled = torch.nonzero(ctx.fit_set.labels >= 0).flatten()
-        if len(labelled) == 0:
+    def labelled_rows(self, ctx: FitContext) -> torch.Tensor:
+        """[N] bool: which fit-set images come from a labelled split (labels never read)."""
+        labelled = ctx.fit_set.labels >= 0
+        if not bool(labelled.any()):
             raise DataError(
                 "params.classifier_on_labelled_only is set, but no training image comes from a "
                 "labelled split. Set it to false."
             )
-        return AuxiliaryStream(labelled, self.params.classifier_batch_size)
+        return labelled
+
+    def auxiliary_stream(self, ctx: FitContext) -> AuxiliaryStream | None:
+        p = self.params
+        if not p.classifier_on_labelled_only or p.labelled_stream != "auxiliary":
+            return None
+        rows = torch.nonzero(self.labelled_rows(ctx)).flatten()
+        return AuxiliaryStream(rows, p.classifier_batch_size)
+
+    def on_train_start(self, ctx: FitContext) -> None:
+        p = self.params
+        self._bank = LabelledBank()
+        if p.classifier_on_labelled_only and p.labelled_stream == "accumulate":
+            if world_size() > 1:
+                raise ConfigError(
+                    "params.labelled_stream 'accumulate' runs on one process (each process "
+                    "would reach a classifier batch at a different step); under torchrun use "
+                    "params.labelled_stream=auxiliary."
+                )
+            self._labelled = self.labelled_rows(ctx)
+
+    def on_epoch_start(self, ctx: FitContext) -> None:
+        self._bank = LabelledBank()  # as the authors: the bank starts empty every epoch
+
+    def before_evaluate(self, ctx: FitContext) -> None:
+        n = self.params.bn_recalibration_images
+        if n > 0:
+            recalibrate_batchnorm(self, self.predict_proba, ctx, n)
 
     @torch.no_grad()
     def normalize_prototypes(self) -> None:
@@ -190,7 +238,10 @@ class IMCSwAV(Method):
 
     # --- training -------------------------------------------------------------------
     def encode_views(self, views: list[torch.Tensor]) -> torch.Tensor:
-        """V views [B,3,s_v,s_v] -> features [V, B, D]; views of one size share a forward pass."""
+        """V views [B,3,s_v,s_v] -> features [V, B, D]: one encoder pass per view, or with
+        grouped_passes one per run of same-size views."""
+        if not self.params.grouped_passes:
+            return torch.stack([self.features(v) for v in views])
         feats: list[torch.Tensor] = []
         start = 0
         while start < len(views):
@@ -201,40 +252,95 @@ class IMCSwAV(Method):
             start = end
         return torch.stack(feats)
 
+    def per_view(self, head: nn.Module, feats: torch.Tensor) -> torch.Tensor:
+        """head over features [V, B, D] -> [V, B, out]: per view (its own BatchNorm batch),
+        or with grouped_passes all V*B rows at once."""
+        if not self.params.grouped_passes:
+            return torch.stack([head(f) for f in feats])
+        return head(feats.flatten(0, 1)).unflatten(0, feats.shape[:2])
+
     def prototype_scores(self, feats: torch.Tensor) -> torch.Tensor:
-        """features [..., D] -> cosine scores against the prototypes [..., P] (float32)."""
-        z = F.normalize(self.projection(feats.flatten(0, -2)).float(), dim=-1)
-        with torch.autocast(z.device.type, enabled=False):  # Sinkhorn divides these by 0.05
-            scores = self.prototypes(z)
-        return scores.unflatten(0, feats.shape[:-1])
+        """features [V, B, D] -> cosine scores against the prototypes [V, B, P] (float32)."""
+        z = self.per_view(self.projection, feats)
+        with float32_maths(z.device.type):  # Sinkhorn divides these by 0.05
+            return self.prototypes(F.normalize(z.float(), dim=-1))
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
         p = self.params
         h = self.encode_views(views)  # [V, B, D]
         u = self.prototype_scores(h)  # [V, B, P]
-
-        high_res = range(p.high_res_count)  # targets: Sinkhorn codes of the high-res views
-        codes = torch.stack([sinkhorn(u[i], p.sinkhorn_eps, p.sinkhorn_iters) for i in high_res])
-        loss_swav = swapped_prediction(u, codes, p.temperature)
-
+        with float32_maths(u.device.type):
+            high_res = range(p.high_res_count)  # targets: Sinkhorn codes of the high-res views
+            codes = torch.stack(
+                [sinkhorn(u[i], p.sinkhorn_eps, p.sinkhorn_iters) for i in high_res]
+            )
+            losses = {"swav": swapped_prediction(u, codes, p.temperature)}
         # The classifier sees detached features: the MI loss trains the head only.
-        if info.auxiliary is not None:  # its own batch (labelled images)
+        batch = self.classifier_batch(h.detach(), u.detach(), info)
+        if batch is None:  # accumulating labelled rows: no classifier step this time
+            zero = u.new_zeros(())
+            return {**losses, "mi": zero, "logit": zero}
+        h_cls, u_cls = batch
+        y = self.per_view(self.classifier, h_cls)  # [V, b, K]
+        with float32_maths(y.device.type):
+            y = y.float()
+            p_y = torch.softmax(y, dim=-1)
+            p_u = torch.softmax(u_cls.float() / p.temperature, dim=-1)
+            # p_y of view a against p_u of view b, for all V x V pairs (same view included)
+            losses["mi"] = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
+            losses["logit"] = p.logit_weight * logit_penalty(y, p.logit_bound)
+        return losses
+
+    def classifier_batch(
+        self, h: torch.Tensor, u: torch.Tensor, info: StepInfo
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The classifier's features [V, b, D] and prototype scores [V, b, P] this step, or None.
+
+        The main batch; the auxiliary batch (labelled_stream auxiliary); or the labelled rows
+        of the main batches, gathered until they fill a batch (accumulate).
+        """
+        p = self.params
+        if info.auxiliary is not None:
             with torch.no_grad():
-                h_cls = self.encode_views(info.auxiliary)
-                u_cls = self.prototype_scores(h_cls)
-        else:
-            h_cls, u_cls = h.detach(), u.detach()
-        y = self.classifier(h_cls.flatten(0, 1)).float().unflatten(0, h_cls.shape[:2])  # [V,b,K]
-        p_y = torch.softmax(y, dim=-1)
-        p_u = torch.softmax(u_cls / p.temperature, dim=-1)
-        # p_y of view a against p_u of view b, for all V x V pairs (same view included)
-        loss_mi = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
-        loss_logit = p.logit_weight * logit_penalty(y, p.logit_bound)
-        return {"swav": loss_swav, "mi": loss_mi, "logit": loss_logit}
+                h_aux = self.encode_views(info.auxiliary)
+                return h_aux, self.prototype_scores(h_aux)
+        if not p.classifier_on_labelled_only or p.labelled_stream != "accumulate":
+            return h, u
+        if info.indices is None:
+            raise ValueError("labelled_stream 'accumulate' needs the batch's fit-set indices")
+        rows = self._labelled[info.indices.cpu()].to(h.device)
+        self._bank.add(h[:, rows], u[:, rows])
+        return self._bank.take(h.shape[1])
 
     # --- inference ------------------------------------------------------------------
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.classifier(self.features(images)).float(), dim=1)
+
+
+class LabelledBank:
+    """Detached features and scores of labelled rows, kept until they fill a batch."""
+
+    def __init__(self) -> None:
+        self.feats: list[torch.Tensor] = []
+        self.scores: list[torch.Tensor] = []
+        self.count = 0
+
+    def clear(self) -> None:
+        self.feats, self.scores, self.count = [], [], 0
+
+    def add(self, feats: torch.Tensor, scores: torch.Tensor) -> None:
+        """feats [V, r, D], scores [V, r, P]: this step's labelled rows."""
+        self.feats.append(feats)
+        self.scores.append(scores)
+        self.count += feats.shape[1]
+
+    def take(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """All rows kept ([V, n, D], [V, n, P]) once n >= batch_size (then empty), else None."""
+        if self.count < batch_size:
+            return None
+        out = torch.cat(self.feats, dim=1), torch.cat(self.scores, dim=1)
+        self.clear()
+        return out
 
 
 def check_params(p: IMCSwAVParams) -> None:
@@ -254,8 +360,10 @@ def check_params(p: IMCSwAVParams) -> None:
         problems.append(
             "params.num_prototypes, projection_dim and classifier_hidden must be positive"
         )
-    if p.classifier_batch_size < 1:
-        problems.append("params.classifier_batch_size must be positive")
+    if p.classifier_batch_size < 1 or p.bn_recalibration_images < 0:
+        problems.append(
+            "params.classifier_batch_size must be positive and bn_recalibration_images not negative"
+        )
     if p.prototypes_per_sample < 0 or not 0 <= p.freeze_prototypes_fraction <= 1:
         problems.append(
             "params.prototypes_per_sample must not be negative and freeze_prototypes_fraction "

@@ -33,6 +33,14 @@ Where deepclust differs from the paper and the authors' code (github.com/Bruce-X
   Euclidean k-means; on unit vectors the two differ little.
 - The uniqueness filter compares each noun with the mean embedding of the whole vocabulary;
   both filters are applied to the vocabulary and intersected.
+- The authors' head sees the raw CLIP image features (norm about 10 for ViT-B/32), so its
+  logits are that much larger at the same learning rate; `head_features: raw` (the paper
+  configs) does the same, `normalised` (the default, and the CPU / frozen recipes) feeds
+  the unit features. Neighbours, centres and pseudo-labels use unit features either way
+  (the pseudo-label argmax does not depend on the feature's norm).
+- The authors' neighbour lists hold the sample itself among its k + 1 entries (SCAN's
+  mining); `neighbours_include_self: true` (the paper configs) draws n(i) from i and its
+  k nearest neighbours, false from the k neighbours alone.
 - No augmentation: the anchor is the cached clean feature (SIC configs set
   encoder.feature_noise: 0); neighbours are drawn per step from a stream keyed by
   (seed, step) for the global batch, so resume and multi-process runs are exact.
@@ -58,6 +66,7 @@ from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import rank, rank_zero_first, world_size
 from deepclust.engine.frozen import nearest_neighbours
 from deepclust.errors import ConfigError
+from deepclust.losses import float32_maths
 from deepclust.losses.semantic import (
     confident_image_centres,
     nearest_rows,
@@ -91,6 +100,8 @@ class SICParams:
     xi_a: int = 30  # nouns per semantic centre
     # objective
     neighbours: int = 20  # 50 for Tiny-ImageNet
+    neighbours_include_self: bool = False  # True = the authors' lists (i among its k + 1)
+    head_features: Literal["normalised", "raw"] = "normalised"  # raw = the authors' head input
     entropy_weight: float = 5.0  # lambda
     pseudo_weight: float = 0.1  # beta
     init_head: Literal["random", "kmeans"] = "random"  # kmeans: head rows = the image centres
@@ -130,6 +141,7 @@ class SIC(Method):
         self.register_buffer("head_initialised", torch.zeros((), dtype=torch.bool))
         # Rebuilt by on_train_start (also on resume), never checkpointed.
         self.register_buffer("fit_features", torch.zeros(0, dim), persistent=False)
+        self.register_buffer("head_inputs", torch.zeros(0, dim), persistent=False)
         self.register_buffer("knn", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         self.register_buffer("space", torch.zeros(0, dim), persistent=False)
         self.space_words: list[str] | None = None
@@ -160,7 +172,9 @@ class SIC(Method):
         if k_nn < 1:
             raise ConfigError("sic needs at least 2 training images (one neighbour each).")
         self.fit_features = f
-        self.knn = nearest_neighbours(f, k_nn + 1)[:, 1:]  # self comes first: drop it
+        self.head_inputs = ctx.fit_features.float() if p.head_features == "raw" else f
+        knn = nearest_neighbours(f, k_nn + 1)  # self comes first
+        self.knn = knn if p.neighbours_include_self else knn[:, 1:]
         clustering = spherical_kmeans(
             f,
             self.num_clusters,
@@ -220,7 +234,7 @@ class SIC(Method):
     def refresh_centres(self) -> None:
         """Image centres v, semantic centres h from the current head over the whole fit set."""
         p = self.params
-        probs = torch.softmax(self.head(self.fit_features).float(), dim=1)
+        probs = torch.softmax(self.head(self.head_inputs).float(), dim=1)
         v = confident_image_centres(self.fit_features, probs, p.xi_c)
         self.image_centres.copy_(v)
         self.semantic_centres.copy_(semantic_centres(v, self.space, p.xi_a))
@@ -232,37 +246,47 @@ class SIC(Method):
         self.refresh_centres()  # the final head's centres name the clusters
 
     # ------------------------------------------------------------------ training
-    def neighbour_features(self, f: torch.Tensor, info: StepInfo) -> torch.Tensor:
-        """Unit features [B, D] of one neighbour n(i) per sample of f [B, D] (unit rows)."""
+    def head_input(self, features: torch.Tensor) -> torch.Tensor:
+        """What the head sees of features [B, D] (float32): unit rows, or raw (head_features)."""
+        return features if self.params.head_features == "raw" else F.normalize(features, dim=1)
+
+    def neighbour_inputs(self, f: torch.Tensor, x: torch.Tensor, info: StepInfo) -> torch.Tensor:
+        """Head inputs [B, D] of one neighbour n(i) per sample; f [B, D] unit features, x their
+        head inputs."""
         k = self.knn.shape[1]
         if info.indices is not None and len(self.knn):
             pick = neighbour_draw(len(f), k, self._seed, info.step).to(f.device)
             idx = info.indices.to(self.knn.device)
-            return self.fit_features[self.knn[idx, pick.to(idx.device)]].to(f.dtype)
+            return self.head_inputs[self.knn[idx, pick.to(idx.device)]].to(x.dtype)
         # No fit-set indices (held-out images): neighbours within the batch.
-        k = min(self.params.neighbours, len(f) - 1)
+        own = int(self.params.neighbours_include_self)
+        k = min(self.params.neighbours, len(f) - 1) + own
         if k < 1:
-            return f
+            return x
         sims = f @ f.T
-        sims.fill_diagonal_(float("-inf"))
+        if not own:
+            sims.fill_diagonal_(float("-inf"))
         near = sims.topk(k, dim=1).indices
         pick = neighbour_draw(len(f), k, self._seed, info.step).to(f.device)
-        return f[near[torch.arange(len(f), device=f.device), pick]]
+        return x[near[torch.arange(len(f), device=f.device), pick]]
 
     def training_step(self, views: list[torch.Tensor], info: StepInfo) -> dict[str, torch.Tensor]:
         p = self.params
-        f = F.normalize(self.features(views[0]).float(), dim=1)
-        with torch.no_grad():
-            neighbours = self.neighbour_features(f, info)
-            pseudo = semantic_pseudo_labels(f, self.semantic_centres)
-        return sic_losses(
-            self.head(f), self.head(neighbours), pseudo, p.entropy_weight, p.pseudo_weight
-        )
+        with float32_maths(views[0].device.type):  # head and losses: SIC's whole step
+            raw = self.features(views[0]).float()
+            f, x = F.normalize(raw, dim=1), self.head_input(raw)
+            with torch.no_grad():
+                neighbours = self.neighbour_inputs(f, x, info)
+                pseudo = semantic_pseudo_labels(f, self.semantic_centres)
+            return sic_losses(
+                self.head(x), self.head(neighbours), pseudo, p.entropy_weight, p.pseudo_weight
+            )
 
     # ------------------------------------------------------------------ inference
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        f = F.normalize(self.features(images).float(), dim=1)
-        return torch.softmax(self.head(f).float(), dim=1)
+        with float32_maths(images.device.type):
+            x = self.head_input(self.features(images).float())
+            return torch.softmax(self.head(x), dim=1)
 
     def cluster_names(self) -> list[list[str]] | None:
         """Per cluster the name_nouns nouns of the semantic space nearest its image centre."""

@@ -13,9 +13,9 @@ import torch
 
 from deepclust.config import RunConfig, params_from_dict
 from deepclust.data.store import ImageSet
-from deepclust.data.views import EvalTransform
+from deepclust.data.views import EvalTransform, with_eval_resize
 from deepclust.encoders import build_encoder
-from deepclust.encoders.base import Encoder
+from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine.schedule import plan_steps
 from deepclust.errors import ConfigError
 from deepclust.methods import METHODS, Method
@@ -77,6 +77,7 @@ def build_method(cfg: RunConfig, num_clusters: int, image_size: int, num_samples
     params = params_from_dict(method_cls.Params, cfg.params)
     e = cfg.encoder
     encoder = build_encoder(e.name, image_size, e.stem, e.weights, e.input_size)
+    set_normalisation(encoder, e.mean, e.std)
     return method_cls(params, encoder, num_clusters, num_samples)
 
 
@@ -87,9 +88,12 @@ def evaluation_transform(
 
     image_size: the stored side, to check the crop against (None: a run already checked).
     """
+    base = with_eval_resize(
+        method.encoder.eval_transform(), cfg.data.eval_resize, method.encoder.trainable
+    )
     crop = cfg.data.eval_center_crop
     if crop is None:
-        return method.encoder.eval_transform()
+        return base
     if not method.encoder.trainable:
         raise ConfigError(
             "data.eval_center_crop applies to trained encoders; a frozen encoder evaluates on "
@@ -100,7 +104,7 @@ def evaluation_transform(
             f"data.eval_center_crop={crop} must be between 1 and the stored image size "
             f"{image_size}; store larger images with data.image_size."
         )
-    return replace(method.encoder.eval_transform(), center_crop=crop)
+    return replace(base, center_crop=crop)
 
 
 def build_optimizer(

@@ -160,6 +160,7 @@ class Trainer:
             download=cfg.data.download,
             bad_images=cfg.data.bad_images,
             include_unlabeled=cfg.data.include_unlabeled,
+            all_splits=cfg.data.all_splits,
         )
         if len(fit_set) == 0:
             raise DataError(f"dataset '{cfg.dataset}' gave no training images.")
