@@ -68,35 +68,48 @@ def test_cached_features_are_mapped_and_equal_the_in_memory_ones(tmp_path, monke
     assert not list((tmp_path / "features").glob("*.partial"))
 
 
-def _sharded(rank: int, cache: str) -> torch.Tensor:
+def _sharded(rank: int, cache: str, photos: str) -> tuple[torch.Tensor, torch.Tensor]:
     import os
+    import warnings
 
-    os.environ["DEEPCLUST_CACHE"] = cache
-    feature_cache.CHUNK = 4
+    from deepclust.data import disk_store
+    from deepclust.data.datasets import load_split
+
+    os.environ.update(DEEPCLUST_CACHE=cache, DEEPCLUST_STORE_MB="0")
+    feature_cache.CHUNK, disk_store.CHUNK = 4, 3
     feats = feature_cache.extract_features(
-        tiny_encoder(), tiny_images(n=14), batch_size=2, progress=False
+        build_encoder("pixels", 16), tiny_images(n=14), batch_size=2, progress=False
     )
-    return feats.clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unreadable photo
+        store = load_split("photos", "train", photos, image_size=8)
+    return feats.clone(), store.images.clone()
 
 
-def test_two_processes_extract_their_shares_into_one_cache(tmp_path, monkeypatch):
+def test_two_processes_share_extraction_and_decoding(tmp_path, monkeypatch):
+    from deepclust.data.datasets import load_split
+
     monkeypatch.setattr(feature_cache, "CHUNK", 4)
     assert feature_cache.chunk_share(14, 0, 2) == [0, 2]
     assert feature_cache.chunk_share(14, 1, 2) == [1, 3]
-    two = run_in_processes(_sharded, 2, str(tmp_path / "two"))
+    photos = _photo_folder(tmp_path)
+    two = run_in_processes(_sharded, 2, str(tmp_path / "two"), str(photos))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each spawned process runs
     try:
         monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")
         one = feature_cache.extract_features(
-            tiny_encoder(), tiny_images(n=14), batch_size=2, progress=False
+            build_encoder("pixels", 16), tiny_images(n=14), batch_size=2, progress=False
         )
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(two[0], one) and torch.equal(two[1], one)
+    assert torch.equal(two[0][0], one) and torch.equal(two[1][0], one)
     (joined,) = (tmp_path / "two" / "features").glob("*.safetensors")
     with safe_open(str(joined), framework="pt") as f:  # the joined file records both processes
         assert f.metadata()["processes"] == "2"
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        memory = load_split("photos", "train", photos, image_size=8)
+    assert torch.equal(two[0][1], memory.images) and torch.equal(two[1][1], memory.images)
 
 
 def test_exact_neighbours_below_the_threshold_are_todays():
