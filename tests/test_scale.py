@@ -196,3 +196,28 @@ def test_a_store_too_large_for_memory_without_a_cache_is_one_clear_error(monkeyp
     assert not disk_store.on_disk(100, 32)  # 0.3 MiB fits
     with pytest.raises(DataError, match=r"1,000 images at 64 px need 0.01 GiB.*DEEPCLUST_NO_CACHE"):
         disk_store.on_disk(1000, 64)
+
+
+def test_a_frozen_run_predicts_the_same_from_the_mapped_cache_as_from_memory(
+    tmp_path, monkeypatch
+):
+    from deepclust import api
+
+    overrides = {
+        "encoder.name": "pixels",
+        "encoder.input_size": None,
+        "encoder.neighbours": 5,
+        "train.epochs": 1,
+        "train.max_steps_per_epoch": 3,
+        "train.min_steps": 0,
+        "train.progress": False,
+    }
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path / "cache"))
+    cfg = api.make_config("imc-swav", "digits", "frozen", overrides)
+    mapped = api.train(cfg, out=tmp_path / "mapped")
+    monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")
+    memory = api.train(cfg, out=tmp_path / "memory")
+    assert (tmp_path / "mapped" / "predictions.csv").read_text() == (
+        tmp_path / "memory" / "predictions.csv"
+    ).read_text()
+    assert mapped.summary["metrics"] == memory.summary["metrics"]
