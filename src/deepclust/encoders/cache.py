@@ -103,22 +103,17 @@ def extract_features(
     memory until read). Under torch.distributed each process extracts every world-th chunk
     into the shared cache folder and rank 0 joins them; every process then maps the file.
     """
-    device = torch.device(device)
+    job = _Extraction(encoder, images, kind, torch.device(device), batch_size, autocast_dtype)
     folder = cache_root("features")
     if folder is None:
-        return _extract_in_memory(
-            encoder, images, kind, device, batch_size, autocast_dtype, progress
-        )
+        return job.in_memory(progress)
     key = cache_key(encoder, kind, images.images)
     target, partial = folder / f"{key}.safetensors", folder / f"{key}.partial"
     if not target.exists():
-        job = _Extraction(encoder, images, kind, device, batch_size, autocast_dtype)
         share = chunk_share(len(images), rank(), world_size())
         ok = _writable(partial) and job.to_files(partial, share, progress)
         if not _all_saved(ok):
-            return _extract_in_memory(
-                encoder, images, kind, device, batch_size, autocast_dtype, progress
-            )
+            return job.in_memory(progress)
         if rank() == 0:
             job.merge(partial, target)
         barrier()
@@ -135,23 +130,6 @@ def _all_saved(ok: bool) -> bool:
     writable, or not the one the others see, makes every process fall back together)."""
     failed = all_reduce_sum(torch.tensor([0 if ok else 1]))
     return int(failed) == 0
-
-
-def _extract_in_memory(
-    encoder: Encoder,
-    images: ImageSet,
-    kind: str,
-    device: torch.device,
-    batch_size: int,
-    autocast_dtype: torch.dtype | None,
-    progress: bool,
-) -> torch.Tensor:
-    """Every chunk in this process, held in memory (no cache to write)."""
-    job = _Extraction(encoder, images, kind, device, batch_size, autocast_dtype)
-    chunks = list(range(-(-len(images) // CHUNK)))
-    with job.running(len(images), progress) as bar:
-        parts = [job.chunk(c, bar) for c in chunks]
-    return torch.cat(parts) if parts else torch.empty(0, encoder.feature_dim)
 
 
 class _Extraction:
@@ -197,6 +175,13 @@ class _Extraction:
             self.micro = self.micro or extraction_batch_size(self.encoder, x[:1], bs)
             outs += _encode(self.encoder, x, self.micro, self.autocast_dtype, bar)
         return torch.cat(outs)
+
+    def in_memory(self, progress: bool) -> torch.Tensor:
+        """Every chunk in this process, held in memory (no cache to write)."""
+        n = len(self.images)
+        with self.running(n, progress) as bar:
+            parts = [self.chunk(c, bar) for c in range(-(-n // CHUNK))]
+        return torch.cat(parts) if parts else torch.empty(0, self.encoder.feature_dim)
 
     def to_files(self, partial: Path, chunks: list[int], progress: bool) -> bool:
         """Extract `chunks` into partial/<c>.safetensors, skipping those a killed run saved;
