@@ -10,8 +10,9 @@ is best run as its own process, so that its peak RSS is its own):
              spread along its own 32 random directions, plus isotropic noise; labels alongside.
 - choice:    neighbour search on the first 200,000 synthetic rows, before choosing: exact
              chunked matmul (today's path) on a 2,000-query sample, extrapolated to all
-             rows; faiss IVF-Flat, IVF with float16 storage, PCA-256 + IVF; recall@20 and
-             extrapolated seconds for the 1M graph.
+             rows; faiss IVF-Flat, IVF with float16 storage, PCA-256 + IVF, and usearch's
+             HNSW (benchmark-only: pip install usearch); recall@20 and extrapolated seconds
+             for the 1M graph.
 - knn:       the 20-NN graph of all 1M rows through deepclust.cluster.neighbours, its
              recall@20 checked again on another 2,000-query sample against exact search.
 - kmeans:    spherical k-means, K=1,000, on the 1M rows (deepclust.cluster.kmeans_at_scale).
@@ -128,7 +129,31 @@ def part_choice(work: Path, n: int = 200_000) -> dict[str, object]:
                 "extrapolated_1m_search_s": round(search * N / QUERIES, 0),
             }
         del index
+    out["usearch HNSW f16 (connectivity 16)"] = _usearch_option(x, queries, truth)
     return out
+
+
+def _usearch_option(x: np.ndarray, queries: torch.Tensor, truth: torch.Tensor) -> dict:
+    """usearch's HNSW (cosine, float16 storage; the maintained HNSW library considered besides
+    faiss), built on all rows and searched for the sampled queries."""
+    from usearch.index import Index
+
+    from deepclust.cluster.neighbours import recall_at_k
+
+    index = Index(ndim=x.shape[1], metric="cos", dtype="f16", connectivity=16)
+    t0 = time.perf_counter()
+    index.add(np.arange(len(x)), x, threads=torch.get_num_threads())
+    build = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    found = index.search(x[queries.numpy()], K_NN, threads=torch.get_num_threads()).keys
+    search = time.perf_counter() - t0
+    return {
+        "build_s": round(build, 1),
+        "extrapolated_1m_build_s": round(build * N / len(x), 0),
+        "search_s_for_queries": round(search, 2),
+        "recall_at_20": round(recall_at_k(torch.from_numpy(found.astype(np.int64)), truth), 4),
+        "extrapolated_1m_search_s": round(search * N / QUERIES, 0),
+    }
 
 
 def part_knn(work: Path) -> dict[str, object]:
