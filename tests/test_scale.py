@@ -198,9 +198,7 @@ def test_a_store_too_large_for_memory_without_a_cache_is_one_clear_error(monkeyp
         disk_store.on_disk(1000, 64)
 
 
-def test_a_frozen_run_predicts_the_same_from_the_mapped_cache_as_from_memory(
-    tmp_path, monkeypatch
-):
+def test_a_frozen_run_predicts_the_same_from_the_mapped_cache_as_from_memory(tmp_path, monkeypatch):
     from deepclust import api
 
     overrides = {
