@@ -219,3 +219,12 @@ def test_a_frozen_run_predicts_the_same_from_the_mapped_cache_as_from_memory(tmp
         tmp_path / "memory" / "predictions.csv"
     ).read_text()
     assert mapped.summary["metrics"] == memory.summary["metrics"]
+
+
+def test_chunks_a_process_cannot_see_are_one_clear_error(tmp_path, monkeypatch):
+    from deepclust.errors import DataError
+
+    monkeypatch.setattr(feature_cache, "CHUNK", 4)
+    save_file({"features": torch.zeros(4, 2)}, str(tmp_path / "00000.safetensors"))
+    with pytest.raises(DataError, match=r"00001.safetensors are missing .* DEEPCLUST_CACHE"):
+        feature_cache._chunk_files(tmp_path, 6)

@@ -89,6 +89,7 @@ def load_image_files(
         chunks = -(-len(paths) // CHUNK)
         _decode_chunks(store, paths, range(rank(), chunks, world_size()), size, bad_images)
         barrier()
+        _check_chunks(store, chunks)  # every process checks: all fail together
         if rank() == 0:
             _join(store, chunks, size)
         barrier()
@@ -140,15 +141,19 @@ def _decode_chunks(store: Path, paths: list[str], mine: range, size: int, bad_im
             bar.update(len(paths[start : start + CHUNK]))
 
 
-def _join(store: Path, chunks: int, size: int) -> None:
-    """Concatenate the chunk files into store/images.u8 and write state.json (the store is
-    complete when it exists); the chunk files are removed."""
+def _check_chunks(store: Path, chunks: int) -> None:
+    """A one-line error naming the decoded chunks this process cannot see."""
     missing = [f"{c:06d}.json" for c in range(chunks) if not (store / f"{c:06d}.json").exists()]
     if missing:
         raise DataError(
             f"decoded chunks {', '.join(missing[:3])} are missing from {store}: every process "
             "must see the same cache folder. Set DEEPCLUST_CACHE to a folder all nodes share."
         )
+
+
+def _join(store: Path, chunks: int, size: int) -> None:
+    """Concatenate the chunk files into store/images.u8 and write state.json (the store is
+    complete when it exists); the chunk files are removed."""
     state: dict[str, list] = {"kept": [], "skipped": []}
     tmp = store / f".images.u8.tmp-{os.getpid()}"
     with open(tmp, "wb") as out:

@@ -114,8 +114,10 @@ def extract_features(
         ok = _writable(partial) and job.to_files(partial, share, progress)
         if not _all_saved(ok):
             return job.in_memory(progress)
+        files = _chunk_files(partial, len(images))  # every process checks: all fail together
         if rank() == 0:
-            job.merge(partial, target)
+            job.merge(files, target)
+            shutil.rmtree(partial, ignore_errors=True)
         barrier()
     return open_mapped(target, "features")
 
@@ -199,17 +201,9 @@ class _Extraction:
                     return False
         return True
 
-    def merge(self, partial: Path, target: Path) -> None:
-        """Join every chunk file into target (streamed, never all in memory), then drop them."""
+    def merge(self, files: list[Path], target: Path) -> None:
+        """Join the chunk files into target (streamed, never all in memory)."""
         n = len(self.images)
-        files = [_chunk_path(partial, c) for c in range(-(-n // CHUNK))]
-        missing = [f.name for f in files if not f.exists()]
-        if missing:
-            raise DataError(
-                f"feature chunks {', '.join(missing[:3])} are missing from {partial}: every "
-                "process must see the same cache folder. Set DEEPCLUST_CACHE to a folder "
-                "that all nodes share."
-            )
         info = {
             "seconds": f"{sum(float(_metadata(f).get('seconds', 'nan')) for f in files):.3f}",
             "device": str(self.device),
@@ -221,7 +215,19 @@ class _Extraction:
             "loadavg_end": load_average(),
         }
         write_from_chunks(target, "features", files, (n, self.encoder.feature_dim), metadata=info)
-        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _chunk_files(partial: Path, n: int) -> list[Path]:
+    """The chunk files of n rows, or a one-line error naming those this process cannot see."""
+    files = [_chunk_path(partial, c) for c in range(-(-n // CHUNK))]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise DataError(
+            f"feature chunks {', '.join(missing[:3])} are missing from {partial}: every "
+            "process must see the same cache folder. Set DEEPCLUST_CACHE to a folder "
+            "that all nodes share."
+        )
+    return files
 
 
 def _chunk_path(partial: Path, c: int) -> Path:
