@@ -48,13 +48,10 @@ def worker(args: argparse.Namespace) -> None:
     from deepclust.data.views import ViewGenerator, batch_generator
     from deepclust.engine.batchnorm import convert_to_global_batchnorm
     from deepclust.engine.distributed import all_gather_cat, barrier, init_from_env
-    from deepclust.engine.trainer import (
-        NO_BUFFER_SYNC,
-        build_method,
-        build_optimizer,
-        optimisation_step,
-    )
     from deepclust.methods import StepInfo
+    from deepclust.training.build import build_method, build_optimizer
+    from deepclust.training.steps import optimisation_step
+    from deepclust.training.trainer import NO_BUFFER_SYNC
 
     dist = init_from_env("cpu")
     cfg = api.make_config(

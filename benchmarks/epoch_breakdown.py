@@ -42,16 +42,11 @@ from deepclust.config import parse_overrides
 from deepclust.data.datasets import load_protocol
 from deepclust.data.views import EvalTransform, ViewGenerator, batch_generator
 from deepclust.engine.context import FitContext
+from deepclust.engine.device import autocast_dtype, device_description, resolve_device
 from deepclust.engine.sampler import epoch_batches
-from deepclust.engine.trainer import (
-    autocast_dtype,
-    build_method,
-    build_optimizer,
-    device_description,
-    optimisation_step,
-    resolve_device,
-)
 from deepclust.methods import METHODS, StepInfo
+from deepclust.training.build import build_method, build_optimizer
+from deepclust.training.steps import optimisation_step
 
 RESULTS = Path(__file__).parent / "results"
 COMPARED = ("imc-swav", "concurl")

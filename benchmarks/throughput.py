@@ -9,8 +9,8 @@
 Each (method, encoder) runs in a fresh process on whichever device is present (CUDA if
 available, else the CPU): the method is built from its CIFAR-10 config (the papers' views
 and optimiser) with the given encoder and batch size, and its training steps run through
-the engine's own epoch loop (`Trainer._train_epoch`: views, forward, backward, optimiser,
-hooks), first `--warmup-steps` untimed, then `--steps` timed. Images are random uint8
+the training loop's own epoch (`training.trainer.Trainer._train_epoch`: views, forward,
+backward, optimiser, hooks), first `--warmup-steps` untimed, then `--steps` timed. Images are random uint8
 32x32 (50,000, CIFAR-10's train split size) unless `--data-dir` names an image folder.
 DigPro runs its full post-warm-up step (`params.warmup_epochs=0`; its per-epoch E-step is
 not part of the step and is timed by epoch_breakdown.py).
@@ -101,20 +101,18 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     from deepclust.data.datasets import load_protocol
     from deepclust.data.views import ViewGenerator, batch_generator
     from deepclust.engine.context import FitContext
+    from deepclust.engine.device import autocast_dtype, resolve_device
     from deepclust.engine.distributed import DistInfo
     from deepclust.engine.sampler import epoch_batches
-    from deepclust.engine.trainer import (
-        EpochViews,
-        StepBatches,
-        Trainer,
+    from deepclust.methods import StepInfo
+    from deepclust.training.build import (
         apply_speed_settings,
-        autocast_dtype,
         build_method,
         build_optimizer,
         data_on_device,
-        resolve_device,
     )
-    from deepclust.methods import StepInfo
+    from deepclust.training.steps import EpochViews, StepBatches
+    from deepclust.training.trainer import Trainer
 
     method_name, encoder = job["method"], job["encoder"]
     device = resolve_device(job["device"])
@@ -265,7 +263,7 @@ def main() -> None:
         time_to_accuracy(args)
         return
 
-    from deepclust.engine.trainer import resolve_device
+    from deepclust.engine.device import resolve_device
 
     device = resolve_device(args.device)
     if args.threads:

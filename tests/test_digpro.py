@@ -11,7 +11,6 @@ from torch import nn
 from deepclust import api
 from deepclust.config import CONFIG_ROOT, build_config, params_from_dict
 from deepclust.encoders.base import Encoder
-from deepclust.engine.trainer import Trainer
 from deepclust.losses import (
     assign_groups,
     enqueue,
@@ -21,6 +20,7 @@ from deepclust.losses import (
 )
 from deepclust.methods import METHODS, StepInfo
 from deepclust.methods.digpro import DigPro, DigProParams
+from deepclust.training.trainer import Trainer
 from dist_harness import run_in_processes
 
 # ----------------------------------------------------------------------------- helpers

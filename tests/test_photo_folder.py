@@ -199,7 +199,7 @@ def test_a_relative_data_dir_is_stored_absolute(tmp_path, monkeypatch):
 
 
 def test_small_collections_get_fewer_neighbours_and_prototypes():
-    from deepclust.engine.trainer import build_method, planned_config
+    from deepclust.training.build import build_method, planned_config
 
     cfg = api.make_config(
         "imc-swav", "photos", "frozen", {"encoder.name": "pixels", "encoder.input_size": None}

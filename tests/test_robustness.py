@@ -22,8 +22,8 @@ from deepclust import api
 from deepclust.cli import main
 from deepclust.config import build_config
 from deepclust.engine import checkpoint as ckpt
-from deepclust.engine.trainer import Trainer
 from deepclust.errors import CheckpointError, ConfigError, DeepclustError
+from deepclust.training.trainer import Trainer
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 TOY = {

@@ -14,21 +14,19 @@ from deepclust import api
 from deepclust.data.store import ImageSet
 from deepclust.data.views import ViewGenerator
 from deepclust.engine.context import FitContext
+from deepclust.engine.device import autocast_dtype
 from deepclust.engine.distributed import DistInfo
 from deepclust.engine.sampler import epoch_batches
-from deepclust.engine.trainer import (
-    EpochViews,
-    RunningMeans,
-    StepBatches,
-    Trainer,
+from deepclust.engine.transfer import to_device
+from deepclust.training.build import (
     apply_speed_settings,
-    autocast_dtype,
     build_method,
     build_optimizer,
     data_on_device,
     match_parameter_layout,
 )
-from deepclust.engine.transfer import to_device
+from deepclust.training.steps import EpochViews, RunningMeans, StepBatches
+from deepclust.training.trainer import Trainer
 
 TOY = {
     "encoder.name": "small_cnn",

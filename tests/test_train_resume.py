@@ -7,8 +7,8 @@ import torch
 
 import toy_method  # registers the test-only method "toy"
 from deepclust import api
-from deepclust.engine.trainer import Trainer
 from deepclust.errors import CheckpointError
+from deepclust.training.trainer import Trainer
 
 TOY = {
     "encoder.name": "pixels",

@@ -43,8 +43,8 @@ def estimate_for_config(
     from deepclust.cluster.k_estimation import DEFAULT_ESTIMATOR, estimate_k
     from deepclust.data.datasets import load_protocol
     from deepclust.encoders import build_encoder
+    from deepclust.engine.device import autocast_dtype, resolve_device
     from deepclust.engine.frozen import clean_features
-    from deepclust.engine.trainer import autocast_dtype, resolve_device
 
     e, d = cfg.encoder, cfg.data
     fit, _ = load_protocol(

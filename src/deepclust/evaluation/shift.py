@@ -22,6 +22,9 @@ read for the numbers only; the code here is written from the definitions below.
   jpeg            quality 80 65 58 50 40                 PIL JPEG re-encode
   pixelate        scale 0.95 0.9 0.85 0.75 0.65          PIL BOX resize to int(side * c), back
 
+Both blurs filter through kornia (as the training views' blur does), the Gaussian with
+kornia's taps at scipy's truncation (float64 taps: the same uint8 results as before).
+
 Differences from the recipe: results are rounded to the nearest uint8 level (the recipe
 truncates with np.uint8, which darkens by half a level on average); random draws come from
 torch, not numpy. The parameters are CIFAR's (32 px): blur radii are in pixels, so on larger
@@ -38,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.filters import filter2d, filter2d_separable, get_gaussian_kernel1d
 from PIL import Image
 
 SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
@@ -79,27 +83,22 @@ def _shot_noise(x: torch.Tensor, photons: float, gen: torch.Generator) -> torch.
 def _filter(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel with a 2-d kernel [kh, kw] (odd sides), padding by `mode`."""
     kh, kw = kernel.shape
-    ph, pw = kh // 2, kw // 2
-    h, w = x.shape[-2:]
-    if mode == "reflect" and (ph >= h or pw >= w):
+    if mode == "reflect" and (kh // 2 >= x.shape[-2] or kw // 2 >= x.shape[-1]):
         mode = "replicate"  # reflection needs a pad smaller than the image
-    padded = F.pad(x, (pw, pw, ph, ph), mode=mode)
-    weight = kernel.to(x.dtype).expand(3, 1, kh, kw)
-    return F.conv2d(padded, weight, groups=3)
+    return filter2d(x, kernel[None].to(x.dtype), border_type=mode)
 
 
 def gaussian_kernel_1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
-    """Normalised Gaussian taps on -r..r, r = int(truncate * sigma + 0.5) (scipy's rule)."""
+    """kornia's normalised Gaussian taps on -r..r, r = int(truncate * sigma + 0.5) (scipy's
+    rule, which the recipe's skimage filter follows)."""
     radius = max(int(truncate * sigma + 0.5), 1)
-    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).float()
+    return get_gaussian_kernel1d(2 * radius + 1, sigma, dtype=torch.float64).flatten().float()
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
-    k = gaussian_kernel_1d(sigma)
-    x = _filter(x, k[None, :], "replicate")
-    return _filter(x, k[:, None], "replicate")
+    """kornia's separable Gaussian blur, edges replicated."""
+    k = gaussian_kernel_1d(sigma)[None].to(x.dtype)
+    return filter2d_separable(x, k, k, border_type="replicate")
 
 
 def defocus_kernel(radius: float, alias_sigma: float) -> torch.Tensor:
@@ -109,8 +108,7 @@ def defocus_kernel(radius: float, alias_sigma: float) -> torch.Tensor:
     yy, xx = torch.meshgrid(t, t, indexing="ij")
     disk = (xx**2 + yy**2 <= radius**2).double()
     disk /= disk.sum()
-    g = torch.exp(-0.5 * (torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64) / alias_sigma) ** 2)
-    g /= g.sum()
+    g = get_gaussian_kernel1d(3, alias_sigma, dtype=torch.float64).flatten()
     smooth = F.conv2d(disk[None, None], (g[:, None] * g[None, :])[None, None], padding=1)[0, 0]
     rows = torch.nonzero(smooth.abs().sum(1) > 1e-12).flatten()
     r = int(max(8 - int(rows.min()), int(rows.max()) - 8))

@@ -1,0 +1,173 @@
+"""report: the run's self-contained HTML page (evaluation/report.py draws it)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deepclust.api.evaluation import evaluate
+from deepclust.api.runs import LoadedRun, load_run, protocol_label, read_cluster_names, read_jsonl
+from deepclust.data.store import ImageSet
+from deepclust.errors import ConfigError, DeepclustError
+from deepclust.evaluation.predictions import (
+    read_predictions_csv,
+)
+
+
+def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(clusters, confidence) from predictions.csv when it covers the n evaluation images."""
+    path = run_dir / "predictions.csv"
+    if not path.is_file():
+        return None
+    rows = read_predictions_csv(path)
+    if len(rows) != n:
+        return None
+    return (
+        np.array([int(r["cluster"]) for r in rows]),
+        np.array([float(r["confidence"]) for r in rows]),
+    )
+
+
+def _metric_rows(
+    run: LoadedRun, data: ImageSet, summary: dict[str, Any], protocols: str
+) -> list[dict[str, Any]]:
+    """The report's score rows: the run's own evaluation, and with 'both' the other split."""
+    if not data.has_labels:
+        return []
+    own = summary.get("metrics") or evaluate(run, data=data)
+    rows = [
+        {
+            "label": "the run's evaluation",
+            **own,
+            "protocol": protocol_label(run.config.data.protocol, run.default_split),
+            "split": run.default_split,
+        }
+    ]
+    if protocols == "both":
+        other = "train" if run.config.data.protocol == "train-test" else "test"
+        with contextlib.suppress(DeepclustError):  # a single-split dataset: nothing more
+            rows.append({"label": "the other split", **evaluate(run, other)})
+    return rows
+
+
+def _embedding(
+    run: LoadedRun, data: ImageSet, method: str, max_points: int
+) -> tuple[np.ndarray, torch.Tensor]:
+    """(2-D points [M, 2], their image indices [M]) of at most max_points images."""
+    from deepclust.evaluation import selection as sel
+
+    index = sel.subsample_index(len(data), max_points)
+    index = torch.arange(len(data)) if index is None else index
+    # a frozen run's cache holds the whole split's features (keyed by its images): index them;
+    # a trained encoder runs on the sampled images only
+    feats = run.features(data)[index] if run.frozen else run.features(data.subset(index))
+    return _embed(feats.numpy().astype(np.float64), method), index
+
+
+def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[str, Any]:
+    """The report's header table."""
+    n_fit = summary.get("n_fit")
+    return {
+        "run_dir": str(run.run_dir),
+        "method": run.config.method,
+        "dataset": run.config.dataset,
+        "data_dir": run.config.data.data_dir,
+        "protocol": protocol_label(run.config.data.protocol, run.default_split),
+        "fit_split": summary.get("fit_split"),
+        "eval_split": summary.get("eval_split", data.name),
+        "encoder": run.config.encoder.name,
+        "epochs": summary.get("epochs", run.config.train.epochs),
+        "seed": run.config.train.seed,
+        "num_clusters": run.meta["num_clusters"],
+        "n_images": f"{n_fit:,} / {len(data):,}"
+        if isinstance(n_fit, int)
+        else f"? / {len(data):,}",
+        "device": summary.get("device", run.meta.get("device")),
+        "wall_time": f"{summary['wall_time_s']:.1f} s" if "wall_time_s" in summary else None,
+        "torch": summary.get("torch"),
+    }
+
+
+def report(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    device: str = "auto",
+    embedding: str = "pca",
+    per_cluster: int = 12,
+    max_points: int = 2000,
+    protocols: str = "run",
+    data_dir: str | None = None,
+) -> Path:
+    """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
+
+    embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
+    protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
+    evaluate_protocols).
+    """
+    from deepclust.choose_k import read_estimate
+    from deepclust.evaluation import report as rep
+
+    if embedding not in ("pca", "tsne"):
+        raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
+    run_dir = Path(run_dir)
+    run = load_run(run_dir, device, data_dir)
+    data = run.load_split()
+    k = run.meta["num_clusters"]
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    stored = _stored_predictions(run_dir, len(data))
+    if stored is None:
+        conf, cl = run.predict_proba(data).max(1)
+        stored = (cl.numpy(), conf.numpy())
+    rows = _metric_rows(run, data, summary, protocols)
+    points, index = _embedding(run, data, embedding, max_points)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    shift_file = run_dir / "shift.json"
+    page = rep.render_html(
+        rep.ReportData(
+            info=_run_info(run, data, summary),
+            metric_rows=rows,
+            images=data.images,
+            clusters=stored[0],
+            confidence=stored[1],
+            num_clusters=k,
+            labels=data.labels.numpy() if data.has_labels else None,
+            class_names=list(data.class_names or run.meta.get("class_names", [])),
+            cluster_names=read_cluster_names(run_dir, k),
+            embedding=points,
+            embedding_index=index.numpy(),
+            embedding_method="t-SNE" if embedding == "tsne" else "PCA",
+            train_records=[r for r in records if r.get("event") == "train"],
+            eval_records=[r for r in records if r.get("event") == "eval"],
+            shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
+            per_cluster=per_cluster,
+            warnings=list(summary.get("warnings", [])),
+            k_estimate=read_estimate(run_dir),
+            paths=list(data.paths) if data.paths else None,
+        )
+    )
+    target = Path(out) if out is not None else run_dir / "report.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page, encoding="utf-8")
+    return target
+
+
+def _embed(features: np.ndarray, method: str) -> np.ndarray:
+    """[M, D] -> [M, 2]: PCA, or t-SNE on the first 50 principal components."""
+    from sklearn.decomposition import PCA
+
+    if len(features) < 3:
+        return np.zeros((len(features), 2))
+    dims = min(50 if method == "tsne" else 2, features.shape[1], len(features))
+    reduced = PCA(n_components=dims, random_state=0).fit_transform(features)
+    if method == "pca":
+        return reduced if reduced.shape[1] == 2 else np.pad(reduced, ((0, 0), (0, 1)))
+    from sklearn.manifold import TSNE
+
+    perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(reduced)

@@ -1,0 +1,57 @@
+"""What a run leaves behind: metrics.jsonl lines, the summary with its health warnings,
+predictions.csv and the run's result."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from deepclust.data.store import ImageSet
+from deepclust.evaluation.health import Schedule, prediction_warnings, schedule_warnings
+from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
+from deepclust.methods import Method
+
+
+@dataclass
+class RunLog:
+    """metrics.jsonl in the run folder: one JSON object a line, flushed as written."""
+
+    path: Path
+    enabled: bool = True
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def write(self, record: dict[str, Any]) -> None:
+        record = {"time": round(time.time(), 3), **record}
+        self.records.append(record)
+        if self.enabled:
+            with open(self.path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict[str, Any]
+
+
+def health_warnings(
+    method: Method, schedule: dict[str, int], steps_per_epoch: int, probs: torch.Tensor
+) -> list[str]:
+    """The run-health warnings of a finished run (evaluation/health.py)."""
+    total = schedule["steps"]
+    phases = method.learning_phases(total, steps_per_epoch) if total else {}
+    plan = Schedule(total, schedule["warmup_steps"], phases)
+    return schedule_warnings(plan) + prediction_warnings(probs.numpy(), trained=total > 0)
+
+
+def write_predictions(
+    path: Path, data: ImageSet, probs: torch.Tensor, names: list[list[str]] | None
+) -> None:
+    """The run's predictions.csv (evaluation/predictions.py has the columns)."""
+    named = {c: ", ".join(words) for c, words in enumerate(names)} if names else None
+    write_predictions_csv(path, prediction_rows(probs, data.paths, data.labels, named))
