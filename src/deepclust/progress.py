@@ -30,8 +30,10 @@ def bar(
     unit: str = "it",
     show: bool = True,
     leave: bool = False,
+    initial: int = 0,
 ) -> Any:
-    """A tqdm bar (rate and time left included), silent when `show` is False or bars are off."""
+    """A tqdm bar (rate and time left included), silent when `show` is False or bars are off.
+    initial: work already done (a resumed job), counted in neither the rate nor the time left."""
     from tqdm.auto import tqdm
 
     return tqdm(
@@ -42,4 +44,5 @@ def bar(
         leave=leave,
         disable=not (show and enabled()),
         dynamic_ncols=True,
+        initial=initial,
     )

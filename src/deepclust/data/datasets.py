@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deepclust.data import readers
+from deepclust.data import disk_store, readers
 from deepclust.data.store import ImageSet
 from deepclust.data.synsets import SUBSETS
 from deepclust.errors import ConfigError, DataError, DeepclustError
@@ -326,7 +326,16 @@ def _decoded_imageset(
     """Decode image files (cached) and keep the labels of the readable ones."""
     if not rel_paths:
         raise DataError(f"no image files for {name} under {root}.")
-    dec = readers.load_image_files(root, rel_paths, opts.image_size, opts.bad_images, tag)
+    if disk_store.on_disk(len(rel_paths), opts.image_size):  # too large for memory
+        dec = disk_store.load_image_files(
+            root,
+            rel_paths,
+            opts.image_size,
+            opts.bad_images,
+            tag,  # type: ignore[arg-type]
+        )
+    else:
+        dec = readers.load_image_files(root, rel_paths, opts.image_size, opts.bad_images, tag)
     if len(dec.kept) == 0:
         raise DataError(
             f"none of the {len(rel_paths)} image files for {name} under {root} could be read; "

@@ -4,7 +4,11 @@ The cache key covers the encoder and its weights (`Encoder.identity`), the prepr
 (mean, std, input size), the view (clean, flipped, or augmented copy j of a seed) and a
 fingerprint of the images themselves, so a changed dataset, split or resolution never
 reuses stale features. Extraction runs in chunks that are saved as they finish: a killed
-extraction resumes where it stopped. Files are safetensors (tensors only, no code).
+extraction resumes from its last complete chunk. When all chunks are there they are joined
+into one file, which is read back memory-mapped (encoders/feature_file.py), so memory holds
+one chunk at a time however large the collection. Under torch.distributed each process
+extracts its share of the chunks into the same folder. Files are safetensors (tensors only,
+no code).
 """
 
 from __future__ import annotations
@@ -21,13 +25,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from deepclust.data.readers import cache_root
 from deepclust.data.store import ImageSet
 from deepclust.data.views import CropSpec, ViewGenerator, ViewSpec, batch_generator, eval_images
 from deepclust.encoders.base import Encoder
+from deepclust.encoders.feature_file import open_mapped, write_from_chunks
+from deepclust.engine.distributed import all_reduce_sum, barrier, rank, world_size
 from deepclust.engine.machine import load_average
+from deepclust.errors import DataError
 from deepclust.progress import bar as progress_bar
 
 CHUNK = 2048
@@ -90,66 +97,141 @@ def extract_features(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = True,
 ) -> torch.Tensor:
-    """Features [N, D] (float32, CPU) of `images` under view `kind`, from the cache when present."""
-    device = torch.device(device)
-    n = len(images)
+    """Features [N, D] (float32, CPU) of `images` under view `kind`, from the cache when present.
+
+    With a cache, the features come back memory-mapped from its file (nothing is copied into
+    memory until read). Under torch.distributed each process extracts every world-th chunk
+    into the shared cache folder and rank 0 joins them; every process then maps the file.
+    """
+    job = _Extraction(encoder, images, kind, torch.device(device), batch_size, autocast_dtype)
     folder = cache_root("features")
-    target = partial = None
-    if folder is not None:
-        key = cache_key(encoder, kind, images.images)
-        target = folder / f"{key}.safetensors"
-        partial = folder / f"{key}.partial"
-        if target.exists():
-            return load_file(str(target))["features"]
-        if not _writable(partial):
-            target = partial = None
-    make_input = view_function(encoder, kind, images.image_size[0])
-    encoder = encoder.to(device).eval()
-    chunks = []
-    seconds = 0.0  # extraction wall time, summed over the chunks of resumed sessions
-    load_start = load_average()
-    micro = 0  # encoder batch within the memory budget, set from the first input
-    bar = progress_bar(total=n, desc=f"features ({kind})", unit="img", show=progress)
-    with fast_layout(encoder) as layout:
-        for c, start in enumerate(range(0, n, CHUNK)):
-            done = partial / f"{c:05d}.safetensors" if partial is not None else None
-            if done is not None and done.exists():
-                chunks.append(load_file(str(done))["features"])
-                seconds += float(_metadata(done).get("seconds", "nan"))
-                bar.update(min(CHUNK, n - start))
-                continue
-            t0 = time.perf_counter()
-            outs = []
-            for b in range(start, min(start + CHUNK, n), batch_size):
-                x = make_input(
-                    images.images[b : min(b + batch_size, start + CHUNK, n)].to(device),
-                    b // batch_size,
-                )
-                x = x.contiguous(memory_format=layout)
-                micro = micro or extraction_batch_size(encoder, x[:1], batch_size)
-                outs += _encode(encoder, x, micro, autocast_dtype, bar)
-            chunk = torch.cat(outs)
-            dt = time.perf_counter() - t0
-            seconds += dt
-            saved = done is None or _try_save({"features": chunk}, done, {"seconds": f"{dt:.3f}"})
-            if not saved:
-                target = partial = None
-            chunks.append(chunk)
-    bar.close()
-    features = torch.cat(chunks) if chunks else torch.empty(0, encoder.feature_dim)
-    if target is not None and partial is not None:
+    if folder is None:
+        return job.in_memory(progress)
+    key = cache_key(encoder, kind, images.images)
+    target, partial = folder / f"{key}.safetensors", folder / f"{key}.partial"
+    if not target.exists():
+        share = chunk_share(len(images), rank(), world_size())
+        ok = _writable(partial) and job.to_files(partial, share, progress)
+        if not _all_saved(ok):
+            return job.in_memory(progress)
+        files = _chunk_files(partial, len(images))  # every process checks: all fail together
+        if rank() == 0:
+            job.merge(files, target)
+            shutil.rmtree(partial, ignore_errors=True)
+        barrier()
+    return open_mapped(target, "features")
+
+
+def chunk_share(n: int, rank: int, world: int) -> list[int]:
+    """The chunk indices (CHUNK rows each) of n rows that process `rank` of `world` extracts."""
+    return list(range(rank, -(-n // CHUNK), world))
+
+
+def _all_saved(ok: bool) -> bool:
+    """True when every process saved all its chunks (a process whose cache folder is not
+    writable, or not the one the others see, makes every process fall back together)."""
+    failed = all_reduce_sum(torch.tensor([0 if ok else 1]))
+    return int(failed) == 0
+
+
+class _Extraction:
+    """Features of one ImageSet under one view, chunk by chunk (CHUNK rows each)."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        images: ImageSet,
+        kind: str,
+        device: torch.device,
+        batch_size: int,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.encoder, self.images, self.kind, self.device = encoder, images, kind, device
+        self.batch_size, self.autocast_dtype = batch_size, autocast_dtype
+        self.make_input = view_function(encoder, kind, images.image_size[0])
+        self.micro = 0  # encoder batch within the memory budget, set from the first input
+        self.layout = torch.contiguous_format
+        self.load_start = load_average()
+
+    @contextmanager
+    def running(self, total: int, progress: bool, done: int = 0) -> Iterator[Any]:
+        """The encoder in eval mode and its fast layout, and a progress bar (images/s, time left)."""
+        bar = progress_bar(
+            total=total, desc=f"features ({self.kind})", unit="img", show=progress, initial=done
+        )
+        self.encoder = self.encoder.to(self.device).eval()
+        with fast_layout(self.encoder) as self.layout:
+            try:
+                yield bar
+            finally:
+                bar.close()
+
+    def chunk(self, c: int, bar: Any) -> torch.Tensor:
+        """Features [<=CHUNK, D] of rows c*CHUNK.. (the batch index keys augmented views)."""
+        n, bs = len(self.images), self.batch_size
+        start, stop = c * CHUNK, min((c + 1) * CHUNK, n)
+        outs = []
+        for b in range(start, stop, bs):
+            x = self.make_input(self.images.images[b : min(b + bs, stop)].to(self.device), b // bs)
+            x = x.contiguous(memory_format=self.layout)
+            self.micro = self.micro or extraction_batch_size(self.encoder, x[:1], bs)
+            outs += _encode(self.encoder, x, self.micro, self.autocast_dtype, bar)
+        return torch.cat(outs)
+
+    def in_memory(self, progress: bool) -> torch.Tensor:
+        """Every chunk in this process, held in memory (no cache to write)."""
+        n = len(self.images)
+        with self.running(n, progress) as bar:
+            parts = [self.chunk(c, bar) for c in range(-(-n // CHUNK))]
+        return torch.cat(parts) if parts else torch.empty(0, self.encoder.feature_dim)
+
+    def to_files(self, partial: Path, chunks: list[int], progress: bool) -> bool:
+        """Extract `chunks` into partial/<c>.safetensors, skipping those a killed run saved;
+        False when a file could not be written."""
+        todo = [c for c in chunks if not _chunk_path(partial, c).exists()]
+        n, world = len(self.images), world_size()
+        done = sum(min(CHUNK, n - c * CHUNK) for c in chunks if c not in todo)
+        shown = progress and rank() == 0
+        with self.running(-(-n // world) if world > 1 else n, shown, done) as bar:
+            for c in todo:
+                t0 = time.perf_counter()
+                features = self.chunk(c, bar)
+                info = {"seconds": f"{time.perf_counter() - t0:.3f}"}
+                if not _try_save({"features": features}, _chunk_path(partial, c), info):
+                    return False
+        return True
+
+    def merge(self, files: list[Path], target: Path) -> None:
+        """Join the chunk files into target (streamed, never all in memory)."""
+        n = len(self.images)
         info = {
-            "seconds": f"{seconds:.3f}",
-            "device": str(device),
+            "seconds": f"{sum(float(_metadata(f).get('seconds', 'nan')) for f in files):.3f}",
+            "device": str(self.device),
             "threads": str(torch.get_num_threads()),
-            "batch_size": str(batch_size),
-            "encoder_batch": str(micro),  # what ran at once: the memory budget's batch
-            "loadavg_start": load_start,
+            "processes": str(world_size()),
+            "batch_size": str(self.batch_size),
+            "encoder_batch": str(self.micro),  # what ran at once: the memory budget's batch
+            "loadavg_start": self.load_start,
             "loadavg_end": load_average(),
         }
-        if _try_save({"features": features}, target, info):
-            shutil.rmtree(partial, ignore_errors=True)
-    return features
+        write_from_chunks(target, "features", files, (n, self.encoder.feature_dim), metadata=info)
+
+
+def _chunk_files(partial: Path, n: int) -> list[Path]:
+    """The chunk files of n rows, or a one-line error naming those this process cannot see."""
+    files = [_chunk_path(partial, c) for c in range(-(-n // CHUNK))]
+    missing = [f.name for f in files if not f.exists()]
+    if missing:
+        raise DataError(
+            f"feature chunks {', '.join(missing[:3])} are missing from {partial}: every "
+            "process must see the same cache folder. Set DEEPCLUST_CACHE to a folder "
+            "that all nodes share."
+        )
+    return files
+
+
+def _chunk_path(partial: Path, c: int) -> Path:
+    return partial / f"{c:05d}.safetensors"
 
 
 def _encode(

@@ -16,37 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
+from deepclust.cluster.neighbours import nearest_neighbours
 from deepclust.config import EncoderConfig, RunConfig
 from deepclust.data.store import ImageSet
 from deepclust.data.views import batch_generator
 from deepclust.encoders.base import Encoder
 from deepclust.encoders.cache import extract_features
-from deepclust.engine.distributed import rank_zero_first
-
-
-@torch.no_grad()
-def nearest_neighbours(
-    features: torch.Tensor, k: int, chunk: int = 4096, centre: bool = False
-) -> torch.Tensor:
-    """features [N, D] -> indices [N, k] of the k most cosine-similar samples (self first).
-
-    centre: subtract the mean feature first. Pooled post-ReLU features all lie in the positive
-    orthant, where the shared mean direction dominates every cosine; without it the
-    neighbours follow the features' differences.
-    """
-    x = features.float()
-    if centre:
-        x = x - x.mean(dim=0)
-    x = F.normalize(x, dim=1)
-    out = []
-    for start in range(0, len(x), chunk):
-        sim = x[start : start + chunk] @ x.T
-        rows = torch.arange(start, min(start + chunk, len(x)))
-        sim[torch.arange(len(rows)), rows] = float("inf")  # self first, even among duplicates
-        out.append(sim.topk(min(k, len(x)), dim=1).indices)
-    return torch.cat(out)
 
 
 def shared_extract(
@@ -58,8 +34,8 @@ def shared_extract(
     autocast_dtype: torch.dtype | None,
     progress: bool,
 ) -> torch.Tensor:
-    """extract_features through the cache, rank 0 first: processes that share the cache (one
-    node) would race on its chunk files, so rank 0 writes it and the others read it back.
+    """extract_features through the cache: under torch.distributed each process extracts its
+    share of the chunks and every process reads the joined file back (memory-mapped).
     A joined encoder (encoders/joined.py) extracts and caches part by part."""
     parts = getattr(encoder, "parts", None)
     if parts is not None:
@@ -67,10 +43,9 @@ def shared_extract(
             shared_extract(p, images, kind, cfg, device, autocast_dtype, progress) for p in parts
         ]
         return torch.cat(feats, dim=1)
-    with rank_zero_first():
-        return extract_features(
-            encoder, images, kind, device, cfg.train.eval_batch_size, autocast_dtype, progress
-        )
+    return extract_features(
+        encoder, images, kind, device, cfg.train.eval_batch_size, autocast_dtype, progress
+    )
 
 
 def clean_features(
@@ -125,7 +100,9 @@ class FrozenFeatures:
             fit_set
         )
         eval_feats = fit_clean[: len(eval_set)] if same else clean(eval_set)
-        return FrozenFeatures.of_copies(torch.stack(copies), eval_feats, cfg.encoder)
+        # one copy: a view of the (memory-mapped) cache, not a copy of it
+        fit = copies[0].unsqueeze(0) if len(copies) == 1 else torch.stack(copies)
+        return FrozenFeatures.of_copies(fit, eval_feats, cfg.encoder)
 
     @staticmethod
     def of_copies(fit: torch.Tensor, eval: torch.Tensor, encoder: EncoderConfig) -> FrozenFeatures:
