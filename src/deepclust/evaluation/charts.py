@@ -45,7 +45,7 @@ def _figure(width: int, height: int) -> Figure:
 
 def _axes(fig: Figure, title: str, xlabel: str = "", ylabel: str = "") -> Axes:
     ax = fig.add_subplot()
-    ax.set_title(title, fontsize=FONT + 1.5, fontweight="semibold")
+    ax.set_title(title, fontsize=FONT + 1.5, fontweight="bold")
     ax.set_xlabel(xlabel, fontsize=FONT)
     ax.set_ylabel(ylabel, fontsize=FONT)
     ax.tick_params(labelsize=FONT)
