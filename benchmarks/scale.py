@@ -331,7 +331,9 @@ def part_cifar_resumed(work: Path) -> dict[str, object]:
     extraction = 60_000 / float(info["seconds"])
     return {
         **res,
-        "scores": {k: round(float(v), 4) for k, v in score(labels, found).items() if k != "n"},
+        "scores": {
+            k: round(float(v), 4) for k, v in score(labels, found).as_dict().items() if k != "n"
+        },
         "extraction_metadata": info,
         "extraction_images_per_s": round(extraction, 1),
     }
