@@ -40,11 +40,11 @@ from typing import Any
 import torch
 
 from deepclust import api
+from deepclust.cluster.neighbours import nearest_neighbours
 from deepclust.config import CONFIG_ROOT, parse_overrides
 from deepclust.data.datasets import load_protocol
 from deepclust.encoders import build_encoder
 from deepclust.encoders.cache import extract_features, extraction_info
-from deepclust.engine.frozen import nearest_neighbours
 from deepclust.engine.machine import cpu_model, load_average
 from deepclust.methods import METHODS
 

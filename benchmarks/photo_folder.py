@@ -7,9 +7,10 @@ against them. Parts (--parts, comma-separated):
 
 - full:     `deepclust cluster FLAT --k 10` with an empty feature cache (cold), then again
             with the cache filled (warm): ACC/NMI/ARI, wall time and peak RSS of each run.
-- subsets:  random subsets of the flat folder (--sizes, --seeds): the default recipe and
-            k-means (`train --method kmeans --config frozen`) on the same cached features,
-            ACC per seed and mean, and the run-health warnings each run printed.
+- subsets:  random subsets of the flat folder (--sizes, --seeds): the default recipe, any
+            candidate recipes (--recipe NAME=ARGS: `cluster` with those extra arguments)
+            and k-means (`train --method kmeans --config frozen`) on the same cached
+            features, ACC per seed and mean, and the run-health warnings each run printed.
 - commands: time and peak RSS of `evaluate`, `predict` (20 images) and `report` on the
             full run (evaluate on a labelled run: --labelled-size images in class folders,
             since the flat folder has no labels to evaluate against).
@@ -139,15 +140,19 @@ def part_subsets(
     env: dict[str, str],
     sizes: list[int],
     seeds: list[int],
+    recipes: dict[str, list[str]],
 ) -> dict:
+    """recipes: candidate recipes besides the default, name -> extra `cluster` arguments."""
     out: dict[str, dict] = {}
     for size in sizes:
         rows = []
         for seed in seeds:
             folder = subset(flat, work, size, seed)
             row: dict[str, object] = {"seed": seed}
+            cluster = ["cluster", str(folder), "--k", "10", "--no-report"]
             for name, argv in {
-                "default": ["cluster", str(folder), "--k", "10", "--no-report"],
+                "default": cluster,
+                **{name: [*cluster, *extra] for name, extra in recipes.items()},
                 "kmeans": [
                     "train",
                     "--method",
@@ -175,9 +180,8 @@ def part_subsets(
                     "summary_warnings": summary.get("warnings", []),
                 }
             rows.append(row)
-        mean = {
-            m: round(float(np.mean([r[m]["acc"] for r in rows])), 4) for m in ("default", "kmeans")
-        }
+        names = ["default", *recipes, "kmeans"]
+        mean = {m: round(float(np.mean([r[m]["acc"] for r in rows])), 4) for m in names}
         out[str(size)] = {"runs": rows, "mean_acc": mean}
     return out
 
@@ -283,6 +287,14 @@ def main() -> None:
     ap.add_argument("--labelled-size", type=int, default=1000)
     ap.add_argument("--before-src", help="src/ of the checkout to measure as 'before'")
     ap.add_argument("--name", default="photo_folder_cifar10_test")
+    ap.add_argument(
+        "--recipe",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="subsets: a candidate recipe besides the default, e.g. "
+        "'turtle=--method turtle' or 'sl=--set self_label.epochs=20' (repeatable)",
+    )
     args = ap.parse_args()
     work = Path(args.work)
     flat, truth, _ = flat_copy(Path(args.cifar_test), work)
@@ -303,7 +315,8 @@ def main() -> None:
         target.write_text(json.dumps(result, indent=1))
     if "subsets" in parts:
         sizes, seeds = ([int(x) for x in v.split(",")] for v in (args.sizes, args.seeds))
-        result["subsets"] = part_subsets(flat, truth, work, env, sizes, seeds)
+        recipes = {r.split("=", 1)[0]: r.split("=", 1)[1].split() for r in args.recipe}
+        result["subsets"] = part_subsets(flat, truth, work, env, sizes, seeds, recipes)
         target.write_text(json.dumps(result, indent=1))
     if "commands" in parts:
         result["commands"] = part_commands(flat, truth, work, env, args.labelled_size)

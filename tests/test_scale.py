@@ -10,12 +10,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from deepclust.cluster.kmeans_at_scale import kmeans_rows
-from deepclust.cluster.neighbours import UnitRows, exact_knn_of_sample, neighbour_graph, recall_at_k
+from deepclust.cluster.neighbours import (
+    UnitRows,
+    exact_knn_of_sample,
+    nearest_neighbours,
+    neighbour_graph,
+    recall_at_k,
+)
 from deepclust.data.store import ImageSet
 from deepclust.encoders import build_encoder
 from deepclust.encoders import cache as feature_cache
 from deepclust.encoders.feature_file import open_mapped, write_from_chunks
-from deepclust.engine.frozen import nearest_neighbours
 from dist_harness import run_in_processes
 
 
@@ -219,6 +224,30 @@ def test_a_frozen_run_predicts_the_same_from_the_mapped_cache_as_from_memory(tmp
         tmp_path / "memory" / "predictions.csv"
     ).read_text()
     assert mapped.summary["metrics"] == memory.summary["metrics"]
+    assert mapped.summary["neighbour_graph"]["exact"] is True
+
+
+def test_a_run_on_an_approximate_graph_records_its_recall(tmp_path, monkeypatch, capsys):
+    from deepclust import api
+    from deepclust.cluster import neighbours
+
+    monkeypatch.setattr(neighbours, "EXACT_MAX", 500)  # digits' 1,797 rows go to faiss
+    monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")
+    overrides = {
+        "encoder.name": "pixels",
+        "encoder.input_size": None,
+        "encoder.neighbours": 5,
+        "train.epochs": 1,
+        "train.max_steps_per_epoch": 2,
+        "train.min_steps": 0,
+        "train.progress": False,
+    }
+    cfg = api.make_config("imc-swav", "digits", "frozen", overrides)
+    graph = api.train(cfg, out=tmp_path / "run").summary["neighbour_graph"]
+    assert graph["exact"] is False and graph["rows"] == 1797 and graph["k"] == 5
+    assert 0.95 <= graph["recall_at_k"] <= 1 and graph["recall_queries"] == 1797
+    assert 1 <= graph["lists_probed"] <= graph["lists"]
+    assert f"recall@5 {graph['recall_at_k']:.3f}" in capsys.readouterr().out
 
 
 def test_chunks_a_process_cannot_see_are_one_clear_error(tmp_path, monkeypatch):

@@ -50,6 +50,19 @@ class NeighbourGraph:
             f"{self.seconds:.0f} s"
         )
 
+    def record(self) -> dict[str, object]:
+        """What a run's summary.json says of the graph: exact, or the measured recall."""
+        n, k = self.indices.shape
+        out: dict[str, object] = {"rows": n, "k": k, "exact": self.exact}
+        if not self.exact:
+            out.update(
+                recall_at_k=round(float(self.recall or 0.0), 4),
+                recall_queries=self.sample,
+                lists_probed=self.nprobe,
+                lists=self.nlist,
+            )
+        return {**out, "seconds": round(self.seconds, 1)}
+
 
 @torch.no_grad()
 def nearest_neighbours(
@@ -62,10 +75,17 @@ def nearest_neighbours(
     neighbours follow the features' differences. Above EXACT_MAX rows the search is
     approximate (neighbour_graph; its recall is printed).
     """
+    return announced_graph(features, k, centre=centre, chunk=chunk).indices
+
+
+def announced_graph(
+    features: torch.Tensor, k: int, chunk: int = 4096, centre: bool = False
+) -> NeighbourGraph:
+    """neighbour_graph, its description printed when it is approximate (with its recall)."""
     graph = neighbour_graph(features, k, centre=centre, chunk=chunk)
     if not graph.exact:
         print(f"nearest neighbours: {graph.describe()}", flush=True)
-    return graph.indices
+    return graph
 
 
 def neighbour_graph(
@@ -73,14 +93,16 @@ def neighbour_graph(
     k: int,
     *,
     centre: bool = False,
-    exact_max: int = EXACT_MAX,
+    exact_max: int | None = None,
     recall_target: float = RECALL_TARGET,
     sample: int = RECALL_SAMPLE,
     seed: int = 0,
     chunk: int = 4096,
 ) -> NeighbourGraph:
-    """The k-NN graph of the rows of `features` [N, D] (any float dtype, memory-mapped or not)."""
+    """The k-NN graph of the rows of `features` [N, D] (any float dtype, memory-mapped or not):
+    exact up to exact_max rows (default EXACT_MAX), faiss IVF above."""
     t0 = time.perf_counter()
+    exact_max = EXACT_MAX if exact_max is None else exact_max
     features = torch.as_tensor(features)
     k = min(k, len(features))
     if len(features) <= exact_max:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from deepclust.cluster.neighbours import nearest_neighbours
+from deepclust.cluster.neighbours import announced_graph
 from deepclust.config import EncoderConfig, RunConfig
 from deepclust.data.store import ImageSet
 from deepclust.data.views import batch_generator
@@ -68,12 +68,14 @@ def clean_features(
 @dataclass
 class FrozenFeatures:
     """fit: [C, N, D] copies of the fit set (copy 0 = clean); eval: [M, D]; scale: [D] per-dim std;
-    neighbours: [N, k] nearest-neighbour indices, or None."""
+    neighbours: [N, k] nearest-neighbour indices, or None; graph: how they were found (exact,
+    or the approximation's measured recall: NeighbourGraph.record), for the run's summary."""
 
     fit: torch.Tensor
     eval: torch.Tensor
     scale: torch.Tensor
     neighbours: torch.Tensor | None = None
+    graph: dict[str, object] | None = None
 
     @staticmethod
     def build(
@@ -109,16 +111,17 @@ class FrozenFeatures:
         """fit copies [C, N, D] (copy 0 clean) -> with the per-dim scale and the neighbours that
         `encoder` (its config) asks for, both from the clean copy."""
         clean = fit[0]
-        knn = (
-            nearest_neighbours(clean, encoder.neighbours, centre=encoder.centre_neighbours)
-            if encoder.neighbours > 0
-            else None
-        )
-        return FrozenFeatures(fit, eval, clean.std(dim=0).clamp_min(1e-6), knn)
+        scale = clean.std(dim=0).clamp_min(1e-6)
+        if encoder.neighbours <= 0:
+            return FrozenFeatures(fit, eval, scale)
+        graph = announced_graph(clean, encoder.neighbours, centre=encoder.centre_neighbours)
+        return FrozenFeatures(fit, eval, scale, graph.indices, graph.record())
 
     def to(self, device: torch.device) -> FrozenFeatures:
         knn = self.neighbours.to(device) if self.neighbours is not None else None
-        return FrozenFeatures(self.fit.to(device), self.eval, self.scale.to(device), knn)
+        return FrozenFeatures(
+            self.fit.to(device), self.eval, self.scale.to(device), knn, self.graph
+        )
 
 
 class EpochFeatureViews(torch.utils.data.Dataset):

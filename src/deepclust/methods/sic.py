@@ -61,10 +61,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from deepclust.cluster import spherical_kmeans, stream_seed
+from deepclust.cluster.neighbours import nearest_neighbours
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import rank, rank_zero_first, world_size
-from deepclust.engine.frozen import nearest_neighbours
 from deepclust.errors import ConfigError
 from deepclust.losses import float32_maths
 from deepclust.losses.semantic import (

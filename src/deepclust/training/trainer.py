@@ -417,6 +417,7 @@ class Trainer:
     ) -> dict[str, Any]:
         """summary.json without its warnings."""
         cfg = self.cfg
+        graph = run.frozen.graph if run.frozen is not None else None
         return {
             "method": cfg.method,
             "dataset": cfg.dataset,
@@ -442,6 +443,7 @@ class Trainer:
                     cfg.train.schedule, run.steps_per_epoch, run.total_steps
                 ),
             },
+            **({"neighbour_graph": graph} if graph is not None else {}),
         }
 
     def _step_batches(
