@@ -1,12 +1,15 @@
-"""The layout refactor (#21) changes no number: line counts, longest functions, demo and a
+"""A refactor changes no number (and no speed): line counts, longest functions, demo and a
 frozen CIFAR-10 run, recorded before and after.
 
     python benchmarks/layout_same_numbers.py --out /work/bench/layout/before.json
     python benchmarks/layout_same_numbers.py --before /work/bench/layout/before.json
         # -> benchmarks/results/layout_same_numbers.json (before, after, equal)
 
-The frozen run is IMC-SwAV (configs/imc-swav/frozen.yaml) and k-means on the cached
-EfficientNet-Lite2 @ 224 px features of the CIFAR-10 test split (train+test, seed 0).
+The code measured is the deepclust that PYTHONPATH imports (the first command with
+PYTHONPATH=<checkout of the commit before the change>/src, the second with this one's); --name names the result (layout_same_numbers for #21; scale_small_sets for #19, whose
+small-set path must keep today's results and speed). The frozen run is IMC-SwAV
+(configs/imc-swav/frozen.yaml) and k-means on the cached EfficientNet-Lite2 @ 224 px features
+of the CIFAR-10 test split (train+test, seed 0).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SRC = ROOT / "src" / "deepclust"
+SRC = Path(importlib.util.find_spec("deepclust").origin).parent  # the code measured (PYTHONPATH)
 RESULTS = Path(__file__).parent / "results"
 METRICS = ("acc", "nmi", "ari")
 
@@ -44,8 +47,12 @@ def demo_numbers() -> list[dict[str, object]]:
     from deepclust.demo import run_demo
 
     with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
         rows = run_demo(out=Path(tmp), progress=False)
-    return [{"label": r["label"], **{m: r[m] for m in METRICS}} for r in rows]
+        seconds = round(time.time() - t0, 1)
+    return [{"label": r["label"], **{m: r[m] for m in METRICS}} for r in rows] + [
+        {"label": "demo wall time (all runs)", "seconds": seconds}
+    ]
 
 
 def frozen_numbers(data_dir: str) -> list[dict[str, object]]:
@@ -94,6 +101,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared/datasets/cifar10-jpeg/test"))
     ap.add_argument("--out", type=Path, help="write this measurement alone here")
     ap.add_argument("--before", type=Path, help="a --out file to compare this measurement with")
+    ap.add_argument("--name", default="layout_same_numbers", help="results/NAME.json")
     ap.add_argument(
         "--untimed",
         action="store_true",
@@ -122,7 +130,7 @@ def main() -> None:
         "after": now,
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "layout_same_numbers.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=1))
     print("numbers equal:", result["numbers_equal"])
 
 

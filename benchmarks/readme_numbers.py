@@ -134,8 +134,8 @@ def frozen() -> str:
 
 
 PEERS = {
-    "CIFAR-10": "frozen_peers_cifar10_test_efficientnet_lite2_224px.json",
-    "Fashion-MNIST": "frozen_peers_fashion_test_efficientnet_lite2_224px.json",
+    "CIFAR-10": "frozen_peers_quiet_cifar10_test_efficientnet_lite2_224px.json",
+    "Fashion-MNIST": "frozen_peers_quiet_fashion_test_efficientnet_lite2_224px.json",
 }
 
 
@@ -182,11 +182,11 @@ def frozen_peers() -> str:
         "",
         f"{first['protocol']}; {first['encoder']} @ {first['input_size']} px, frozen; mean ± std "
         f"over seeds {', '.join(map(str, first['seeds']))} (spectral and agglomerative: seed 0, "
-        "deterministic given the features; fewer seeds where a sweep part was stopped); "
+        "deterministic given the features); "
         "self-labelling: "
         f"{first['self_label_epochs']} epochs, scored on the same runs before and after the stage; "
-        f"time: clustering once the features are cached, {first['device']} with one torch "
-        f"thread per run, runs side by side on a shared machine ({notes}). "
+        f"time: clustering once the features are cached (self-labelling rows: with the "
+        f"stage), {first['device']}, one run at a time ({notes}). "
         "`python benchmarks/frozen_features.py` (commands in `docs/results.md`).",
     ]
     return "\n".join(lines)
@@ -224,12 +224,83 @@ def k_estimation() -> str:
     return "\n".join(lines)
 
 
+def _gib(d: dict) -> str:
+    return f"{d['peak_rss_gib']:.1f} GiB"
+
+
+def scale() -> str:
+    """The large-collection measurements (benchmarks/scale.py), one row per part."""
+    part = {name: _load(f"scale_{name}.json") for name in SCALE_PARTS}
+    knn, km, heads = part["knn"], part["kmeans"], part["heads"]
+    bare, killed, resumed = part["cifar-bare"], part["cifar-killed"], part["cifar-resumed"]
+    best = bare["images_per_s_best_round"]
+    rows = [
+        (
+            f"20-NN graph, 1M x 1,280 synthetic float16 features (faiss IVF, {knn['nprobe']} of "
+            f"{knn['nlist']:,} lists probed)",
+            f"{knn['seconds'] / 60:.1f} min; recall@20 {knn['recall_at_20_independent_sample']:.3f} "
+            f"against exact search on {knn['queries']:,} other queries",
+            _gib(knn),
+        ),
+        (
+            f"k-means, K = {km['k']:,}, same rows (faiss, {km['iterations']} iterations)",
+            f"{km['seconds'] / 60:.1f} min; NMI {km['nmi_vs_generating_centres']:.3f} against "
+            "the generating centres",
+            _gib(km),
+        ),
+        (
+            f"frozen IMC-SwAV heads, K = {heads['clusters']:,}, same rows read memory-mapped",
+            f"{heads['measured']['seconds'] / heads['steps_run']:.2f} s a step of "
+            f"{heads['schedule']['batch_size']}: one epoch ({heads['steps_in_full_epoch']:,} "
+            f"steps) {heads['full_epoch_seconds_extrapolated'] / 60:.0f} min, extrapolated "
+            f"from {heads['steps_run']} steps",
+            _gib(heads),
+        ),
+        (
+            f"feature extraction, Lite0 @ 128 px, {bare['images']:,} CIFAR-10 images",
+            f"{best['deepclust']:.0f} images/s; a bare timm loop doing the same job "
+            f"{best['bare_same_job']:.0f}, its forward alone {best['bare_forward']:.0f} "
+            f"(deepclust at {bare['deepclust_vs_bare_same_job']:.0%} of the same job)",
+            _gib(bare),
+        ),
+        (
+            f"`cluster` on {killed['images']:,} CIFAR-10 JPEGs in one folder, Lite0 @ 128 px, "
+            "killed (SIGKILL) during extraction",
+            f"killed at {killed['seconds'] / 60:.0f} min with {killed['killed_with_chunks_saved']} "
+            "of 30 feature chunks saved",
+            _gib(killed),
+        ),
+        (
+            "the same command again: resumed, then again with the features cached",
+            f"extraction {resumed['extraction_images_per_s']:.0f} images/s over both runs; "
+            f"cached re-run {resumed['seconds'] / 60:.1f} min, ACC "
+            f"{resumed['scores']['acc']:.3f} / NMI {resumed['scores']['nmi']:.3f}",
+            _gib(resumed),
+        ),
+    ]
+    lines = ["| what | result | peak RSS |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    loads = sorted(float(part[n]["loadavg_start"].split()[0]) for n in SCALE_PARTS)
+    lines += [
+        "",
+        f"{knn['machine']['cpu']}, {knn['machine']['threads']} threads, no GPU; load average "
+        f"{loads[0]:.1f}-{loads[-1]:.1f} at the start of the parts; train+test, seed 0; peak "
+        "RSS counts the memory-mapped pages a process read (`python benchmarks/scale.py "
+        "--parts ...`; plan for 10M images in `docs/scale.md`).",
+    ]
+    return "\n".join(lines)
+
+
+SCALE_PARTS = ("knn", "kmeans", "heads", "cifar-bare", "cifar-killed", "cifar-resumed")
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "demo": demo,
     "photo_folder": photo_folder,
     "frozen": frozen,
     "frozen_peers": frozen_peers,
     "k_estimation": k_estimation,
+    "scale": scale,
 }
 
 
