@@ -317,10 +317,14 @@ def main() -> None:
 
     fit, _ = load_protocol(args.dataset, "all", args.data_dir)
     encoder = build_encoder(args.encoder, fit.image_size[0], input_size=args.input_size)
-    t0 = time.time()
-    feats = extract_features(encoder, fit, "clean", "cpu", 256, None, progress=True)
+    parts = getattr(encoder, "parts", None) or [encoder]  # a joined encoder: part by part,
+    t0 = time.time()  # each from its own cache, as the runs read them (engine/frozen.py)
+    feats = torch.cat([extract_features(p, fit, "clean", "cpu", 256, None) for p in parts], 1)
     extraction_s = time.time() - t0
-    cold = extraction_info(encoder, fit)
+    infos = [extraction_info(p, fit) for p in parts]
+    cold = (
+        infos[0] if len(parts) == 1 else {p.identity: i for p, i in zip(parts, infos, strict=True)}
+    )
     knn, agreement, vote, agreement_plain, vote_plain = None, None, None, None, None
     if not args.from_runs:  # read-back parts are merged with a part that measured these
         knn, agreement, vote = neighbour_agreement(feats, fit.labels, centre=True)

@@ -149,9 +149,26 @@ def _cell(row: dict | None, planned: int) -> str:
     return f"{acc:.3f}{spread} / {nmi:.3f} / {ari:.3f} | {row['clustering_s']['mean']:.0f} s"
 
 
+# Runs on another encoder (TURTLE's several representation spaces), one row each
+PEERS_OTHER_ENCODERS = {
+    "CIFAR-10": "frozen_peers_quiet_cifar10_test_turtle_efficientnet_lite0+efficientnet_lite2_224px.json",
+    "Fashion-MNIST": "frozen_peers_quiet_fashion_test_turtle_efficientnet_lite0+efficientnet_lite2_224px.json",
+}
+
+
+def _peers(name: str) -> dict:
+    """One dataset's sweep, with the rows of its runs on other encoders named by encoder."""
+    d = _load(PEERS[name])
+    other = RESULTS / PEERS_OTHER_ENCODERS[name]
+    if other.is_file():
+        extra = json.loads(other.read_text())["results"]
+        d["results"] += [{**r, "method": f"{r['method']} on {r['encoder']}"} for r in extra]
+    return d
+
+
 def frozen_peers() -> str:
     """Every method with and without self-labelling on both datasets (benchmarks/frozen_features.py)."""
-    data = {name: _load(path) for name, path in PEERS.items() if (RESULTS / path).is_file()}
+    data = {name: _peers(name) for name in PEERS}
     keys: list[tuple[str, bool]] = []
     for d in data.values():
         keys += [

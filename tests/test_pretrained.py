@@ -268,7 +268,8 @@ def test_toy_heads_train_on_frozen_feature_views(tmp_path):
 
 
 def test_nearest_neighbours_and_neighbour_views():
-    from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures, nearest_neighbours
+    from deepclust.cluster.neighbours import nearest_neighbours
+    from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 
     feats = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [1.0, 0.05]])
     knn = nearest_neighbours(feats, 2, chunk=2)

@@ -502,8 +502,8 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         parents=[common],
         help="group a folder of photos (no labels needed): run folder, CSV, report",
         description="Cluster every image under PHOTOS (recursively; any size or mode) with the "
-        "best frozen recipe: IMC-SwAV heads on EfficientNet-Lite2 features. Images in class "
-        "folders are also scored against the folder names (never used to fit).",
+        "best frozen recipe: IMC-SwAV heads on EfficientNet-Lite2 features, then self-labelling. "
+        "Images in class folders are also scored against the folder names (never used to fit).",
     )
     p.add_argument("photos", metavar="PHOTOS", help="folder of images")
     p.add_argument(

@@ -3,7 +3,8 @@
 `cluster_folder` is what `deepclust cluster PHOTOS --k N` runs: every image under the
 folder (recursively, any size or mode: see the `photos` dataset), fitted and scored on
 the same images (protocol `all`), with IMC-SwAV heads on frozen EfficientNet-Lite2
-features (the best recipe measured on frozen features, benchmarks/frozen_features.py).
+features ending with the self-labelling stage (the best recipe measured on frozen
+features, benchmarks/frozen_features.py).
 Labels are never used to fit; when the images sit in class folders they are scored.
 """
 
