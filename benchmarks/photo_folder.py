@@ -300,7 +300,7 @@ def main() -> None:
     flat, truth, _ = flat_copy(Path(args.cifar_test), work)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     result: dict[str, object] = {
-        "what": "deepclust cluster FOLDER --k 10 (IMC-SwAV heads on frozen EfficientNet-Lite2 @ 224 px features)",
+        "what": "deepclust cluster FOLDER --k 10 (IMC-SwAV heads on frozen EfficientNet-Lite2 @ 224 px features, then self-labelling)",
         "dataset_copy": f"CIFAR-10 (JPEG copy), test split, {len(truth):,} images in one flat folder",
         "protocol": "train+test (fit and scored on the same images; labels only to score)",
         "device": f"cpu ({cpu_model()}, {os.cpu_count()} cores)",
