@@ -288,10 +288,11 @@ def scale() -> str:
             _gib(killed),
         ),
         (
-            "the same command again: resumed, then again with the features cached",
-            f"extraction {resumed['extraction_images_per_s']:.0f} images/s over both runs; "
-            f"cached re-run {resumed['seconds'] / 60:.1f} min, ACC "
-            f"{resumed['scores']['acc']:.3f} / NMI {resumed['scores']['nmi']:.3f}",
+            "the same command again",
+            f"resumed at the saved chunks and finished in {resumed['seconds'] / 60:.1f} min "
+            f"(exit {resumed['exit_code']}); extraction {resumed['extraction_images_per_s']:.0f} "
+            f"images/s over both runs; ACC {resumed['scores']['acc']:.3f} / NMI "
+            f"{resumed['scores']['nmi']:.3f}",
             _gib(resumed),
         ),
     ]

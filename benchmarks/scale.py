@@ -18,8 +18,10 @@ is best run as its own process, so that its peak RSS is its own):
 - kmeans:    spherical k-means, K=1,000, on the 1M rows (deepclust.cluster.kmeans_at_scale).
 - heads:     frozen IMC-SwAV heads on the 1M rows read from the memory-mapped cache: HEAD_STEPS
              steps of the epoch, timed, and the full epoch extrapolated from them.
-- cifar-bare:    images/s of deepclust's extraction and of a bare timm forward loop on the
-                 same 2,048 CIFAR-10 images (Lite0, 128 px, same encoder batch and threads).
+- cifar-bare:    images/s of deepclust's extraction, of a bare timm loop doing the same job
+                 (uint8 -> resize -> normalise -> forward) and of the forward alone, on the
+                 same 2,048 CIFAR-10 images (Lite0, 128 px, same encoder batch and threads;
+                 3 alternating rounds after a warm-up, the best of each kept).
 - cifar-killed:  `deepclust cluster` on CIFAR-10 train+test (60,000 JPEGs) as one flat
                  folder of links, empty cache, killed (SIGKILL) during feature extraction.
 - cifar-resumed: the same command again, resuming; scores, extraction images/s, peak RSS.
