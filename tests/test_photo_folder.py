@@ -4,6 +4,7 @@ data, run-health warnings, and commands that read a frozen run's cached features
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,11 @@ def test_cluster_a_folder_of_mixed_photos(separable_images, tmp_path, capsys, on
 
     assert len(re.findall(r"photo\d{3}\.(?:jpg|png)<br>", page)) == 4 * 12  # file names
     assert '<section id="confusion">' not in page and '<section id="shift">' not in page
+    stage = [
+        e for e in map(json.loads, (run / "metrics.jsonl").open()) if e["event"] == "self_label"
+    ]
+    assert len(stage) == 1  # the default recipe ends with the self-labelling stage
+    assert re.search(r"self-labelling</th><td>20 epochs, (\d+% of images confident|undone)", page)
 
 
 def test_cluster_scores_class_folders_and_copies(separable_images, tmp_path, capsys, one_thread):

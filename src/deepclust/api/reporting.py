@@ -71,6 +71,18 @@ def _embedding(
     return _embed(feats.numpy().astype(np.float64), method), index
 
 
+def _self_label_fact(run: LoadedRun) -> str | None:
+    """The self-labelling stage as the run's metrics.jsonl recorded it, or None without one."""
+    records = read_jsonl(Path(run.run_dir) / "metrics.jsonl")
+    stages = [e for e in records if e.get("event") == "self_label"]
+    if not stages:
+        return None
+    stage, epochs = stages[-1], run.config.self_label.epochs
+    if stage.get("undone"):
+        return f"{epochs} epochs, undone (it left {stage['clusters_after']} clusters in use)"
+    return f"{epochs} epochs, {stage['confident_share']:.0%} of images confident at the end"
+
+
 def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[str, Any]:
     """The report's header table."""
     n_fit = summary.get("n_fit")
@@ -92,6 +104,7 @@ def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[s
         if isinstance(n_fit, int)
         else f"? / {len(data):,}",
         "device": summary.get("device", run.meta.get("device")),
+        "self_label": _self_label_fact(run),
         "wall_time": f"{summary['wall_time_s']:.1f} s" if "wall_time_s" in summary else None,
         "torch": summary.get("torch"),
     }

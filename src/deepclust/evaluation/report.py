@@ -222,6 +222,7 @@ FACTS = (
     ("evaluation split", "eval_split"),
     ("encoder", "encoder"),
     ("epochs", "epochs"),
+    ("self-labelling", "self_label"),
     ("seed", "seed"),
     ("clusters K", "num_clusters"),
     ("images fit / evaluated", "n_images"),
