@@ -135,7 +135,7 @@ def test_cluster_a_folder_of_mixed_photos(separable_images, tmp_path, capsys, on
     linked = sorted((run / "clusters").rglob("*"))
     links = [p for p in linked if p.is_symlink()]
     assert len(links) == 160 and all(p.resolve().parent.is_relative_to(photos) for p in links)
-    summary = __import__("json").loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["data_dir"] == str(photos) and summary["schedule"]["steps"] >= 30
     page = (run / "report.html").read_text()
     import re
@@ -252,10 +252,10 @@ def test_cluster_k_auto_writes_its_estimate_and_report(
     ]
     assert main([*argv, *TINY]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
-    estimate = __import__("json").loads((run / "k_estimate.json").read_text())
+    estimate = json.loads((run / "k_estimate.json").read_text())
     assert sorted(map(int, estimate["curve"])) == [2, 3, 4, 5, 6]
     assert f"K = {estimate['k']}, estimated without labels by {estimate['estimator']}" in out
-    summary = __import__("json").loads((run / "summary.json").read_text())
+    summary = json.loads((run / "summary.json").read_text())
     assert summary["num_clusters"] == estimate["k"]
     assert '<section id="k">' in (run / "report.html").read_text()
 
@@ -310,11 +310,11 @@ def test_train_clusters_auto_on_frozen_features(tmp_path, capsys, one_thread):
         str(run),
     ]
     assert main([*argv, "--clusters", "auto", "--k-range", "6:14"]) == 0
-    estimate = __import__("json").loads((run / "k_estimate.json").read_text())
+    estimate = json.loads((run / "k_estimate.json").read_text())
     assert 6 <= estimate["k"] <= 14 and f"K = {estimate['k']}" in capsys.readouterr().out
     seeded = ["--clusters", "auto", "--k-range", "6:14", "--seeds", "2"]
     assert main([*argv[:-1], str(tmp_path / "seeds"), *seeded]) == 0
-    again = __import__("json").loads((tmp_path / "seeds" / "k_estimate.json").read_text())
+    again = json.loads((tmp_path / "seeds" / "k_estimate.json").read_text())
     assert again == {**estimate, "seconds": again["seconds"]}  # same features, same K
     scratch = ["--encoder", "small_cnn", "--clusters", "auto", "--out", str(tmp_path / "x")]
     assert main([*argv[:-2], *scratch]) == 2

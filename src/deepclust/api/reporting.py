@@ -71,9 +71,8 @@ def _embedding(
     return _embed(feats.numpy().astype(np.float64), method), index
 
 
-def _self_label_fact(run: LoadedRun) -> str | None:
-    """The self-labelling stage as the run's metrics.jsonl recorded it, or None without one."""
-    records = read_jsonl(Path(run.run_dir) / "metrics.jsonl")
+def _self_label_fact(run: LoadedRun, records: list[dict[str, Any]]) -> str | None:
+    """The self-labelling stage as the run's metrics.jsonl `records` hold it, or None."""
     stages = [e for e in records if e.get("event") == "self_label"]
     if not stages:
         return None
@@ -83,8 +82,10 @@ def _self_label_fact(run: LoadedRun) -> str | None:
     return f"{epochs} epochs, {stage['confident_share']:.0%} of images confident at the end"
 
 
-def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[str, Any]:
-    """The report's header table."""
+def _run_info(
+    run: LoadedRun, data: ImageSet, summary: dict[str, Any], records: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The report's header table (records: the run's metrics.jsonl)."""
     n_fit = summary.get("n_fit")
     return {
         "run_dir": str(run.run_dir),
@@ -104,7 +105,7 @@ def _run_info(run: LoadedRun, data: ImageSet, summary: dict[str, Any]) -> dict[s
         if isinstance(n_fit, int)
         else f"? / {len(data):,}",
         "device": summary.get("device", run.meta.get("device")),
-        "self_label": _self_label_fact(run),
+        "self_label": _self_label_fact(run, records),
         "wall_time": f"{summary['wall_time_s']:.1f} s" if "wall_time_s" in summary else None,
         "torch": summary.get("torch"),
     }
@@ -147,7 +148,7 @@ def report(
     shift_file = run_dir / "shift.json"
     page = rep.render_html(
         rep.ReportData(
-            info=_run_info(run, data, summary),
+            info=_run_info(run, data, summary, records),
             metric_rows=rows,
             images=data.images,
             clusters=stored[0],

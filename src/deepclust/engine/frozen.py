@@ -13,7 +13,7 @@ the image views, so resume and multi-process runs stay exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -119,9 +119,7 @@ class FrozenFeatures:
 
     def to(self, device: torch.device) -> FrozenFeatures:
         knn = self.neighbours.to(device) if self.neighbours is not None else None
-        return FrozenFeatures(
-            self.fit.to(device), self.eval, self.scale.to(device), knn, self.graph
-        )
+        return replace(self, fit=self.fit.to(device), scale=self.scale.to(device), neighbours=knn)
 
 
 class EpochFeatureViews(torch.utils.data.Dataset):

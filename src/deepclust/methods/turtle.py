@@ -31,6 +31,7 @@ from deepclust.data.views import ViewSpec, batch_generator
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import all_reduce_sum, world_size
 from deepclust.errors import ConfigError
+from deepclust.losses.common import soft_cross_entropy
 from deepclust.losses.transfer import task_encoder_loss
 from deepclust.methods.base import METHODS, Method, StepInfo
 from deepclust.methods.heads import feature_views, require_frozen
@@ -76,7 +77,7 @@ def fit_inner(
         optimizer.zero_grad(set_to_none=True)
         with torch.enable_grad():
             loss = sum(
-                -(labels * F.log_softmax(F.linear(z, w, b), dim=1)).sum(1).mean()
+                soft_cross_entropy(labels, F.linear(z, w, b))
                 for z, (w, b) in zip(spaces, params, strict=True)
             )
             grads = torch.autograd.grad(loss, flat)  # type: ignore[arg-type]
