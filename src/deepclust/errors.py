@@ -44,6 +44,10 @@ class RunFolderError(DeepclustError):
     """A run folder is in use, not a run, or does not match what is being resumed."""
 
 
+class RunFileError(RunFolderError):
+    """A file of a run folder is not what deepclust wrote (invalid JSON, a field of the wrong kind)."""
+
+
 # OS errors a user can fix (paths, permissions, space), shown in one line.
 USER_OS_ERRORS = {
     errno.ENOENT: "does not exist",

@@ -9,6 +9,7 @@ import numpy as np
 
 from deepclust.api.runs import load_run, read_cluster_names
 from deepclust.data.images import load_image_paths
+from deepclust.engine.files import atomic_file
 from deepclust.errors import ConfigError
 from deepclust.evaluation.predictions import (
     prediction_rows,
@@ -46,5 +47,6 @@ def predict(
     if out is not None:
         write_predictions_csv(out, rows)
         if features:
-            np.save(features_path(out), run.features(images).numpy().astype(np.float32))
+            with atomic_file(features_path(out)) as fh:  # never through a link
+                np.save(fh, run.features(images).numpy().astype(np.float32))
     return rows

@@ -11,6 +11,7 @@ import numpy as np
 from deepclust.api.evaluation import evaluate
 from deepclust.api.runs import LoadedRun, load_run
 from deepclust.data.store import ImageSet
+from deepclust.engine.files import write_atomic
 from deepclust.errors import ConfigError, DeepclustError
 from deepclust.evaluation.metrics import score
 
@@ -126,5 +127,5 @@ def shift(
     if fit is not None and test is not None:
         result["train_minus_test_acc"] = fit["acc"] - test["acc"]
     if write:
-        (Path(run_dir) / "shift.json").write_text(json.dumps(result, indent=2))
+        write_atomic(Path(run_dir) / "shift.json", json.dumps(result, indent=2))
     return result

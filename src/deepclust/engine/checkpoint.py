@@ -11,6 +11,7 @@ import errno
 import os
 import pickle
 import random
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deepclust.engine.files import atomic_file
 from deepclust.errors import CheckpointError
 
 LAST = "last.pt"
@@ -27,23 +29,6 @@ FORMAT_VERSION = 1
 # What load_run and resume read from a checkpoint, besides "format".
 REQUIRED = {"method": str, "config": dict, "meta": dict, "epoch": int, "model": dict, "rng": dict}
 META = ("num_clusters", "image_size", "num_samples")
-TEMP_MARK = ".tmp-"
-
-
-def temp_path(path: Path) -> Path:
-    """The hidden temporary file `path` is written to before it is renamed into place."""
-    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
-
-
-def is_temp_file(name: str) -> bool:
-    return name.startswith(".") and TEMP_MARK in name
-
-
-def sweep_temp_files(run_dir: Path) -> None:
-    """Delete the temporary files of saves that a kill interrupted (call with the lock held)."""
-    for path in Path(run_dir).iterdir():
-        if is_temp_file(path.name) and path.is_file():
-            path.unlink(missing_ok=True)
 
 
 def _tensor_bytes(obj: Any) -> int:
@@ -86,49 +71,62 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
     """Write `state` to `path` so that readers see the old file or the new one, never half.
 
     The temporary file is removed when the write fails; a full or read-only disk raises a
-    one-line CheckpointError that says how much space a checkpoint needs.
+    one-line CheckpointError that says how much space a checkpoint needs. A link at `path`
+    is replaced, never written through (engine/files.py).
     """
     path = Path(path)
-    tmp = temp_path(path)
+
+    def keep_previous() -> None:
+        if path.exists() or path.is_symlink():
+            os.replace(path, path.with_name(PREVIOUS))
+
     try:
-        with open(tmp, "wb") as fh:
+        with atomic_file(path, keep_previous) as fh:
             torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        error = _save_error(e, path, state) if isinstance(e, OSError | RuntimeError) else None
+    except (OSError, RuntimeError) as e:
+        error = _save_error(e, path, state)
         if error is not None:
             raise error from e
         raise
-    if path.exists():
-        os.replace(path, path.with_name(PREVIOUS))
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+
+
+def _refused(path: Path, e: pickle.UnpicklingError) -> CheckpointError:
+    """One line for a pickle that weights_only loading refused (never torch's advice)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+    what = f" (it names {found[1]})" if found else ""
+    return CheckpointError(
+        f"checkpoint '{path}' holds objects other than tensors and plain values{what} and was "
+        "refused: it was not written by deepclust or was tampered with, and a run folder must "
+        "not run code. Use a run folder you trust, or train again."
+    )
+
+
+def _wrong_fields(state: dict[str, Any]) -> list[str]:
+    """The REQUIRED and META fields of a loaded checkpoint that are missing or invalid."""
+    wrong = [k for k, kind in REQUIRED.items() if not isinstance(state.get(k), kind)]
+    meta = state.get("meta")
+    if not isinstance(meta, dict):
+        return wrong
+    wrong += [f"meta.{k}" for k in META if not isinstance(meta.get(k), int) or meta[k] < 1]
+    model = state.get("model")
+    if "meta.num_clusters" not in wrong and isinstance(model, dict):
+        # K sizes a head or the centroids: a K no tensor has would be allocated for nothing
+        shapes = [v.shape for v in model.values() if isinstance(v, torch.Tensor)]
+        if not any(meta["num_clusters"] in shape for shape in shapes):
+            wrong.append("meta.num_clusters")
+    return wrong
 
 
 def _load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"checkpoint '{path}' holds objects other than tensors and plain values, and was refused "
-            f"(weights_only loading). Only load run folders you trust; this one was not written by deepclust "
-            f"or was tampered with. ({e})"
-        ) from e
+        raise _refused(path, e) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
         raise CheckpointError(f"checkpoint '{path}' is truncated or corrupt ({e}).") from e
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"'{path}' is not a deepclust checkpoint (format {FORMAT_VERSION}).")
-    wrong = [k for k, kind in REQUIRED.items() if not isinstance(state.get(k), kind)]
-    meta = state.get("meta")
-    wrong += [
-        f"meta.{k}" for k in META if isinstance(meta, dict) and not isinstance(meta.get(k), int)
-    ]
+    wrong = _wrong_fields(state)
     if wrong:
         raise CheckpointError(
             f"checkpoint '{path}' lacks a valid {', '.join(wrong)}: it was not written by "

@@ -20,8 +20,9 @@ import yaml
 
 from deepclust.config import RunConfig, from_dict
 from deepclust.engine import checkpoint as ckpt
+from deepclust.engine.files import sweep_temp_files, temp_file_of, write_atomic
 from deepclust.engine.runlock import LOCK, RunLock
-from deepclust.errors import CheckpointError, ConfigError, RunFolderError
+from deepclust.errors import CheckpointError, ConfigError, RunFileError, RunFolderError
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -36,6 +37,30 @@ RUN_FILES = (
     "cluster_names.json",
     LOCK,
 )
+# Every file a deepclust command writes into a run folder: only their temporary files are swept.
+WRITTEN = (*RUN_FILES, "report.html", "k_estimate.json", "shift.json", "seeds.json")
+
+
+def read_run_json(path: Path) -> Any:
+    """A JSON file of a run folder, parsed (None when absent); RunFileError when it is not JSON."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise RunFileError(
+            f"'{path}' is not valid JSON ({e}): the file was altered or damaged. "
+            "Restore it, or train the run again."
+        ) from None
+
+
+def wrong_field(path: Path | str, field: str, value: Any, want: str) -> RunFileError:
+    """The one line for a field of a run file that is not what deepclust writes there."""
+    shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+    return RunFileError(
+        f"'{path}': {field} is {shown}, not {want}: the file was altered or damaged. "
+        "Restore it, or train the run again."
+    )
 
 
 def has_checkpoint(run_dir: Path) -> bool:
@@ -77,7 +102,7 @@ class RunFolder:
         except BaseException:
             self._remove_if_created()
             raise
-        ckpt.sweep_temp_files(self.run_dir)
+        sweep_temp_files(self.run_dir, WRITTEN)
         return self
 
     def __exit__(
@@ -137,7 +162,7 @@ def check_new_run_dir(run_dir: Path) -> None:
         p.name
         for p in run_dir.iterdir()
         if p.name != LOCK
-        and not ckpt.is_temp_file(p.name)
+        and temp_file_of(p.name) not in WRITTEN
         and not (p.name in (CONFIG, METRICS) and _written_by_deepclust(p))
     )
     if foreign:
@@ -175,13 +200,7 @@ def stored_config(run_dir: Path) -> dict[str, Any]:
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
     """config.yaml, written atomically (a kill never leaves half of it)."""
-    path = run_dir / CONFIG
-    tmp = ckpt.temp_path(path)
-    try:
-        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(run_dir / CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def log_size(path: Path) -> int:
@@ -205,12 +224,7 @@ def truncate_log(path: Path, state: dict[str, Any]) -> None:
         kept = b"".join(line for line in lines if _epoch_of(line) <= state["epoch"])
     if kept == data:
         return
-    tmp = ckpt.temp_path(path)
-    try:
-        tmp.write_bytes(kept)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, kept)
 
 
 def _epoch_of(line: bytes) -> float:

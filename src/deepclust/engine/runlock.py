@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from deepclust.engine.files import open_no_follow
 from deepclust.errors import RunFolderError
 
 LOCK = ".deepclust.lock"
@@ -91,7 +92,7 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock, or raise RunFolderError naming the process that holds it."""
         for _ in range(5):  # retried only when the file was replaced while we opened it
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 if self._take(fd):
                     self.fd = fd

@@ -4,6 +4,7 @@ predictions.csv and the run's result."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 
 from deepclust.data.store import ImageSet
+from deepclust.engine.files import open_no_follow
 from deepclust.evaluation.health import Schedule, prediction_warnings, schedule_warnings
 from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
 from deepclust.methods import Method
@@ -29,7 +31,8 @@ class RunLog:
         record = {"time": round(time.time(), 3), **record}
         self.records.append(record)
         if self.enabled:
-            with open(self.path, "a") as fh:
+            fd = open_no_follow(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+            with os.fdopen(fd, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
 
 

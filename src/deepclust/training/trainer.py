@@ -34,6 +34,7 @@ from deepclust.engine.batchnorm import convert_to_global_batchnorm
 from deepclust.engine.context import FitContext, run_batched
 from deepclust.engine.device import autocast_dtype, device_description, resolve_device
 from deepclust.engine.distributed import DistInfo, all_reduce_sum, barrier, init_from_env
+from deepclust.engine.files import write_atomic
 from deepclust.engine.fingerprint import check_same_data, data_fingerprint
 from deepclust.engine.frozen import EpochFeatureViews, FrozenFeatures
 from deepclust.engine.runfolder import RunFolder, log_size, truncate_log, write_config
@@ -351,8 +352,8 @@ class Trainer:
         if run.dist.is_main:
             write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, names)
             if names is not None:
-                (self.run_dir / "cluster_names.json").write_text(json.dumps(names, indent=1))
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                write_atomic(self.run_dir / "cluster_names.json", json.dumps(names, indent=1))
+            write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunResult(self.run_dir, summary)
 
     # ------------------------------------------------------------------ parts
