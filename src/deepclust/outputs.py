@@ -1,9 +1,11 @@
 """Output files of the commands: never overwrite a file the command did not create.
 
 An `--out` that exists is replaced only when it is what the same command writes (a
-predictions CSV, a deepclust HTML report, a selection JSON) or with `--force`; an input
-image and a run's own files (engine/runfolder.RUN_FILES, in the command's run folders or
-any folder with a checkpoint) are refused even with --force.
+predictions CSV, a deepclust HTML report, a selection JSON) or with `--force`. Refused even
+with --force, with links resolved: an input, an image file (by its extension, the link's or
+its target's), anything inside a run's export folder (RUN/clusters/, links to the photos)
+and a run's own files (engine/runfolder.RUN_FILES, in the command's run folders or any
+folder with a checkpoint).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from deepclust.data.readers import IMAGE_EXTENSIONS
 from deepclust.engine.runfolder import RUN_FILES, has_checkpoint
 from deepclust.errors import OutputError
 
@@ -63,6 +66,7 @@ def check_output(
     if any(Path(p).resolve() == where for p in inputs):
         raise OutputError(f"--out '{out}' is one of the inputs: choose another --out.")
     runs = {Path(d).resolve() for d in run_dirs}
+    _refuse_photos(out, target, where, runs)
     if target.name in RUN_FILES and (where.parent in runs or has_checkpoint(where.parent)):
         raise OutputError(
             f"--out '{out}' is the run's own {target.name}, which only `deepclust train` "
@@ -75,6 +79,31 @@ def check_output(
         raise OutputError(
             f"--out '{out}' exists and is not {what} written by deepclust {command}: "
             "choose another --out, or pass --force to replace it."
+        )
+
+
+def _export_folder(path: Path, runs: set[Path]) -> Path | None:
+    """The run export folder (RUN/clusters) that holds `path`, if any."""
+    for parent in path.absolute().parents:
+        run = parent.parent.resolve()
+        if parent.name == "clusters" and (run in runs or has_checkpoint(run)):
+            return parent
+    return None
+
+
+def _refuse_photos(out: str | Path, target: Path, where: Path, runs: set[Path]) -> None:
+    """An image file, or a file in a run's export folder, is never an --out (even with --force)."""
+    via = f" (a link to '{where}')" if target.is_symlink() else ""
+    if any(p.name.lower().endswith(IMAGE_EXTENSIONS) for p in (target, where)):
+        raise OutputError(
+            f"--out '{out}'{via} is an image file, and deepclust never writes over an image, "
+            "even with --force: choose another --out."
+        )
+    export = _export_folder(target, runs) or _export_folder(where, runs)
+    if export is not None:
+        raise OutputError(
+            f"--out '{out}'{via} is inside the export folder '{export}', which holds the photos "
+            "(or links to them), and is refused even with --force: choose another --out."
         )
 
 
