@@ -20,7 +20,7 @@ from typing import Any
 
 from deepclust.config import RunConfig
 from deepclust.errors import ConfigError, DataError
-from deepclust.evaluation.predictions import read_predictions_csv
+from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
 
 DEFAULT_METHOD = "imc-swav"
 RECIPE = "frozen"  # configs/<method>/frozen.yaml: heads on cached features of a frozen encoder
@@ -139,7 +139,7 @@ def cluster_sizes(run_dir: Path, k: int, shown: int = 3) -> tuple[list[int], lis
 def read_predictions(path: Path) -> tuple[list[str], list[int]]:
     """(paths, clusters) of a predictions CSV (run folder or `predict`)."""
     rows = read_predictions_csv(path)
-    return [r["path"] for r in rows], [int(r["cluster"]) for r in rows]
+    return [r["path"] for r in rows], stored_assignments(path, rows)[0]
 
 
 def export_clusters(run_dir: str | Path, copy: bool = False) -> Path:
