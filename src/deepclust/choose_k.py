@@ -9,6 +9,7 @@ the run folder as k_estimate.json, which the report plots.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,40 @@ def describe(estimate: Any) -> str:
 
 def write_estimate(run_dir: str | Path, estimate: Any) -> Path:
     path = Path(run_dir) / ESTIMATE_FILE
-    path.write_text(json.dumps(estimate.as_dict(), indent=1))
+    from deepclust.engine.files import write_atomic
+
+    write_atomic(path, json.dumps(estimate.as_dict(), indent=1))
     return path
 
 
+# k_estimate.json: each field the report reads, what it must be, and its words for the error
+ESTIMATE_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "k": (int, "a whole number"),
+    "estimator": (str, "a name"),
+    "criterion": (str, "a text"),
+    "higher_is_better": (bool, "true or false"),
+    "seconds": ((int, float), "a number"),
+    "curve": (dict, "an object of {K: value}"),
+}
+
+
 def read_estimate(run_dir: str | Path) -> dict[str, Any] | None:
+    """k_estimate.json (None when absent), its shape checked: RunFileError names the field."""
+    from deepclust.engine.runfolder import read_run_json, wrong_field
+
     path = Path(run_dir) / ESTIMATE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    estimate = read_run_json(path)
+    if estimate is None:
+        return None
+    if not isinstance(estimate, dict):
+        raise wrong_field(path, "the file", estimate, "an object")
+    for key, (kind, want) in ESTIMATE_FIELDS.items():
+        value = estimate.get(key)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+            raise wrong_field(path, key, value, want)
+    curve = estimate["curve"]
+    if not curve or not all(
+        re.fullmatch(r"[0-9]{1,6}", k) and isinstance(v, int | float) for k, v in curve.items()
+    ):
+        raise wrong_field(path, "curve", curve, "a non-empty object of {K: number}")
+    return estimate

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +10,22 @@ import numpy as np
 import torch
 
 from deepclust.api.evaluation import evaluate
-from deepclust.api.runs import LoadedRun, load_run, protocol_label, read_cluster_names, read_jsonl
-from deepclust.data.store import ImageSet
-from deepclust.errors import ConfigError, DeepclustError
-from deepclust.evaluation.predictions import (
-    read_predictions_csv,
+from deepclust.api.runs import (
+    LoadedRun,
+    load_run,
+    protocol_label,
+    read_cluster_names,
+    read_jsonl,
+    read_summary,
 )
+from deepclust.data.store import ImageSet
+from deepclust.engine.files import write_atomic
+from deepclust.engine.runfolder import read_run_json
+from deepclust.errors import ConfigError, DeepclustError
+from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
 
 
-def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _stored_predictions(run_dir: Path, n: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(clusters, confidence) from predictions.csv when it covers the n evaluation images."""
     path = run_dir / "predictions.csv"
     if not path.is_file():
@@ -27,10 +33,8 @@ def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] 
     rows = read_predictions_csv(path)
     if len(rows) != n:
         return None
-    return (
-        np.array([int(r["cluster"]) for r in rows]),
-        np.array([float(r["confidence"]) for r in rows]),
-    )
+    clusters, confidence = stored_assignments(path, rows, k)
+    return np.array(clusters, dtype=np.int64), np.array(confidence)
 
 
 def _metric_rows(
@@ -136,16 +140,14 @@ def report(
     run = load_run(run_dir, device, data_dir)
     data = run.load_split()
     k = run.meta["num_clusters"]
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    stored = _stored_predictions(run_dir, len(data))
+    summary = read_summary(run_dir)
+    stored = _stored_predictions(run_dir, len(data), k)
     if stored is None:
         conf, cl = run.predict_proba(data).max(1)
         stored = (cl.numpy(), conf.numpy())
     rows = _metric_rows(run, data, summary, protocols)
     points, index = _embedding(run, data, embedding, max_points)
     records = read_jsonl(run_dir / "metrics.jsonl")
-    shift_file = run_dir / "shift.json"
     page = rep.render_html(
         rep.ReportData(
             info=_run_info(run, data, summary, records),
@@ -162,7 +164,7 @@ def report(
             embedding_method="t-SNE" if embedding == "tsne" else "PCA",
             train_records=[r for r in records if r.get("event") == "train"],
             eval_records=[r for r in records if r.get("event") == "eval"],
-            shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
+            shift=read_run_json(run_dir / "shift.json"),
             per_cluster=per_cluster,
             warnings=list(summary.get("warnings", [])),
             k_estimate=read_estimate(run_dir),
@@ -171,7 +173,7 @@ def report(
     )
     target = Path(out) if out is not None else run_dir / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(page, encoding="utf-8")
+    write_atomic(target, page)  # a kill never leaves half a page
     return target
 
 

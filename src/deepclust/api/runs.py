@@ -4,6 +4,7 @@ method rebuilt from its checkpoint) and what every verb reads from a run folder.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,17 +217,65 @@ def read_cluster_names(run_dir: str | Path, num_clusters: int) -> dict[int, str]
     """cluster_names.json: a list of K names or {cluster id: name}; {} when absent.
 
     A name may be a list of words (best first, as SIC writes them): they are joined by ', '.
+    RunFileError names the file and the entry that is not what deepclust writes.
     """
+    from deepclust.engine.runfolder import read_run_json, wrong_field
+
     path = Path(run_dir) / "cluster_names.json"
-    if not path.is_file():
+    raw = read_run_json(path)
+    if raw is None:
         return {}
-    raw = json.loads(path.read_text())
-    items = enumerate(raw) if isinstance(raw, list) else ((int(k), v) for k, v in raw.items())
-    return {
-        int(k): ", ".join(map(str, v)) if isinstance(v, list) else str(v)
-        for k, v in items
-        if 0 <= int(k) < num_clusters
-    }
+    if not isinstance(raw, list | dict):
+        raise wrong_field(path, "the file", raw, "a list or an object of cluster names")
+    items = enumerate(raw) if isinstance(raw, list) else raw.items()
+    names = {}
+    for key, value in items:
+        if not re.fullmatch(r"[0-9]{1,9}", str(key)):
+            raise wrong_field(path, "a key", key, "a cluster id (a whole number)")
+        if isinstance(value, dict) or value is None:
+            raise wrong_field(path, f"cluster {key}", value, "a name or a list of words")
+        if 0 <= int(key) < num_clusters:
+            names[int(key)] = ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+    return names
+
+
+# summary.json fields that are read back: what each must be, and its words for the error
+SUMMARY_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "epochs": (int, "a whole number"),
+    "n_fit": (int, "a whole number"),
+    "n_eval": (int, "a whole number"),
+    "num_clusters": (int, "a whole number"),
+    "seed": (int, "a whole number"),
+    "wall_time_s": ((int, float), "a number"),
+    "warnings": (list, "a list of lines"),
+    "metrics": ((dict, type(None)), "an object of scores"),
+}
+METRIC_FIELDS = ("acc", "nmi", "ari", "purity", "n")
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """summary.json ({} when absent), its fields checked: RunFileError names a wrong one."""
+    from deepclust.engine.runfolder import read_run_json, wrong_field
+
+    path = Path(run_dir) / "summary.json"
+    summary = read_run_json(path)
+    if summary is None:
+        return {}
+    if not isinstance(summary, dict):
+        raise wrong_field(path, "the file", summary, "an object")
+    metrics = summary.get("metrics") if isinstance(summary.get("metrics"), dict) else {}
+    fields = [(k, summary.get(k), *SUMMARY_FIELDS[k]) for k in SUMMARY_FIELDS if k in summary]
+    fields += [
+        (f"metrics.{k}", metrics[k], (int, float), "a number")
+        for k in METRIC_FIELDS
+        if k in metrics
+    ]
+    for key, value, kind, want in fields:
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise wrong_field(path, key, value, want)
+    if not all(isinstance(w, str) for w in summary.get("warnings", [])):
+        raise wrong_field(path, "warnings", summary["warnings"], "a list of lines")
+    return summary
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

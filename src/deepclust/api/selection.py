@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from deepclust.api.evaluation import evaluate
-from deepclust.api.runs import LoadedRun, load_run, seed_dirs
+from deepclust.api.runs import LoadedRun, load_run, read_summary, seed_dirs
 from deepclust.data.store import ImageSet
 from deepclust.engine.device import autocast_dtype
+from deepclust.engine.files import write_atomic
 from deepclust.errors import CheckpointError, ConfigError
 
 
@@ -161,8 +162,7 @@ def _own_metrics(
     run_dir: Path, run: LoadedRun, split: str, full: ImageSet
 ) -> dict[str, Any] | None:
     """A run's scores by labels: its summary.json's, else evaluated on `full` when labelled."""
-    summary = run_dir / "summary.json"
-    metrics = json.loads(summary.read_text()).get("metrics") if summary.is_file() else None
+    metrics = read_summary(run_dir).get("metrics")
     if metrics is None and full.has_labels:
         metrics = evaluate(run, split, data=full)
     return metrics
@@ -256,6 +256,6 @@ def select(
             result["label_free_vs_labels"] = cmp
     if out is not None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
+        write_atomic(Path(out), json.dumps(result, indent=2))
         result["written_to"] = str(out)
     return result

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deepclust.api.runs import default_run_dir, protocol_label
+from deepclust.api.runs import default_run_dir, protocol_label, read_summary
 from deepclust.api.selection import select
 from deepclust.config import RunConfig, from_dict
 from deepclust.engine import checkpoint as ckpt
+from deepclust.engine.files import write_atomic
 from deepclust.errors import ConfigError
 from deepclust.training.records import RunResult
 from deepclust.training.trainer import Trainer
@@ -61,12 +62,10 @@ def train_seeds(
     for seed in range(first, first + seeds):
         run_cfg = _with_seed(cfg, seed)
         run_dir = root / f"seed-{seed}"
-        summary_file = run_dir / "summary.json"
-        if resume and summary_file.is_file():
-            done = json.loads(summary_file.read_text())
-            if done.get("epochs") == run_cfg.train.epochs:
-                results.append(RunResult(run_dir, done))
-                continue
+        done = read_summary(run_dir) if resume else {}
+        if done and done.get("epochs") == run_cfg.train.epochs:
+            results.append(RunResult(run_dir, done))
+            continue
         has_ckpt = (run_dir / ckpt.LAST).exists() or (run_dir / ckpt.PREVIOUS).exists()
         results.append(Trainer(run_cfg, run_dir, resume=resume and has_ckpt).fit())
     rows = [
@@ -106,5 +105,5 @@ def train_seeds(
         if "best" in summary and pick["acc"] is not None:
             summary["label_free_pick"]["gap_acc"] = summary["best"]["acc"] - pick["acc"]
     root.mkdir(parents=True, exist_ok=True)
-    (root / "seeds.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(root / "seeds.json", json.dumps(summary, indent=2))
     return SeedsResult(root, results, summary)
