@@ -19,6 +19,7 @@ from deepclust.data.views import EvalTransform
 from deepclust.engine import checkpoint as ckpt
 from deepclust.engine.context import run_batched
 from deepclust.engine.device import autocast_dtype, resolve_device
+from deepclust.engine.runfolder import read_run_json, wrong_field
 from deepclust.errors import CheckpointError, DeepclustError
 from deepclust.methods import Method
 from deepclust.training.build import build_method, evaluation_transform
@@ -73,11 +74,16 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 @dataclass
 class LoadedRun:
+    """A trained method rebuilt from its run folder. cut: for a `recut` run, the steps from
+    the trained model's clusters to the run's (cluster/cut.py), applied to every prediction;
+    meta["num_clusters"] is then the run's K, meta["model_num_clusters"] the model's."""
+
     run_dir: Path
     config: RunConfig
     method: Method
     meta: dict[str, Any]
     device: torch.device
+    cut: Any = None  # cluster.cut.Cut | None
 
     @property
     def eval_transform(self) -> EvalTransform:
@@ -108,14 +114,32 @@ class LoadedRun:
                 f"{self.meta['image_size']} px images."
             )
         self.method.eval()
-        return run_batched(
+        inputs = self._inputs(images, progress)
+        probs = run_batched(
             self.method.predict_proba,
-            self._inputs(images, progress),
+            inputs,
             self.eval_transform,
             self.device,
             batch_size or self.config.train.eval_batch_size,
             autocast_dtype(self.config, self.device),
         ).cpu()
+        return probs if self.cut is None else self._apply_cut(probs, images, inputs, progress)
+
+    def _apply_cut(
+        self, probs: torch.Tensor, images: ImageSet, inputs: Any, progress: bool
+    ) -> torch.Tensor:
+        """The trained model's probabilities [N, K_model] -> the recut run's [N, K]."""
+        from deepclust.cluster.cut import unit_rows
+
+        feats = None
+        if self.cut.needs_features:
+            raw = (
+                inputs
+                if isinstance(inputs, torch.Tensor)
+                else self.features(images, None, progress)
+            )
+            feats = unit_rows(raw.float().numpy())
+        return torch.from_numpy(self.cut.apply(probs.numpy(), feats)).float()
 
     @torch.no_grad()
     def features(
@@ -168,7 +192,27 @@ def load_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = N
     dev = resolve_device(device)
     method = build_method(cfg, meta["num_clusters"], meta["image_size"], meta["num_samples"])
     method.load_checkpoint_state(state["model"])
-    return LoadedRun(run_dir, cfg, method.to(dev).eval(), meta, dev)
+    cut = read_cut(run_dir)
+    if cut is not None:
+        meta = {**meta, "model_num_clusters": meta["num_clusters"], "num_clusters": cut.to_k}
+    return LoadedRun(run_dir, cfg, method.to(dev).eval(), meta, dev, cut)
+
+
+CUT_FILE = "cut.json"
+
+
+def read_cut(run_dir: Path) -> Any:
+    """A recut run's cluster.cut.Cut (cut.json), or None for a trained run."""
+    from deepclust.cluster.cut import Cut
+
+    path = run_dir / CUT_FILE
+    if not path.is_file():
+        return None
+    data = read_run_json(path)
+    try:
+        return Cut.from_dict(data)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise wrong_field(path, "steps", data, "a list of merge / split steps") from None
 
 
 def eval_split(cfg: RunConfig, split: str, image_size: int) -> ImageSet:

@@ -181,3 +181,27 @@ def score(
         num_clusters=int(num_clusters) if num_clusters is not None else int(np.unique(c).size),
         num_classes=int(np.unique(y).size),
     )
+
+
+def majority_correct(labels: IntArray, clusters: IntArray) -> np.ndarray:
+    """[n] bool over the labelled samples: the sample's class is its cluster's majority class
+    (what a person looking at the cluster would call right)."""
+    y, c = _labelled(labels, clusters)
+    conf = confusion(y, c)
+    return y == conf.argmax(axis=0)[c]
+
+
+def expected_calibration_error(
+    confidence: np.ndarray, correct: np.ndarray, bins: int = 15
+) -> float:
+    """ECE (Guo et al. 2017): sum over equal-width confidence bins of |accuracy - mean
+    confidence| weighted by the bin's share of samples. confidence [n] in [0, 1], correct [n]."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    which = np.minimum((confidence * bins).astype(np.int64), bins - 1)
+    total = np.bincount(which, minlength=bins)
+    gap = np.abs(
+        np.bincount(which, weights=correct, minlength=bins)
+        - np.bincount(which, weights=confidence, minlength=bins)
+    )
+    return float(gap.sum() / max(len(confidence), 1)) if total.sum() else 0.0
