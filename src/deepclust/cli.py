@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepclust import __version__, progress
-from deepclust.errors import DeepclustError, report_failure
+from deepclust.errors import DeepclustError, counted, report_failure
 
 # Kept here so that building the parser imports nothing heavy; tests/test_cli.py checks
 # they equal evaluation.selection.CRITERIA and evaluation.shift.CORRUPTIONS.
@@ -227,12 +227,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
         print(describe(res.k_estimate))
     print(
-        f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
+        f"{counted(s['n_eval'], 'image')} -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
         f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"
     )
     width = len(f"{max(res.sizes):,}")
     for c, (size, ex) in enumerate(zip(res.sizes, res.examples, strict=True)):
-        print(f"  cluster {c:>2d}: {size:>{width},} images  e.g. {', '.join(ex)}")
+        noun = counted(size, "image").split(" ")[1]  # the number is aligned on its own
+        print(f"  cluster {c:>2d}: {size:>{width},} {noun:6s}  e.g. {', '.join(ex)}")
     if s.get("metrics"):
         m = s["metrics"]
         print(
@@ -287,10 +288,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bad_images="fail" if args.fail_on_bad_images else "skip",
         features=args.features,
     )
-    print(f"{len(rows)} images clustered -> {args.out}")
-    named = sorted({(r["cluster"], r["name"]) for r in rows if "name" in r})
+    print(f"{counted(len(rows), 'image')} clustered -> {args.out}")
+    named = sorted({(r["cluster"], r["name"]) for r in rows if r.get("name")})
     for c, name in named:  # clusters named by the method (e.g. SIC's nouns)
-        print(f"  cluster {c} ({sum(r['cluster'] == c for r in rows)} images): {name}")
+        print(f"  cluster {c} ({counted(sum(r['cluster'] == c for r in rows), 'image')}): {name}")
     if args.features:
         print(f"features (float32 [N, D], row i = CSV row i) -> {api.features_path(args.out)}")
     return 0
@@ -320,7 +321,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     crit = result["criterion"]
     print(
         f"label-free selection by '{crit}' ({'higher' if result['higher_is_better'] else 'lower'} "
-        f"is better) on {result['images']['n']:,} images of {result['images']['split']}; no labels used"
+        f"is better) on {counted(result['images']['n'], 'image')} of {result['images']['split']}; no labels used"
     )
     cols = ["views", "consensus", "silhouette", "calinski_harabasz", "loss", "balance"]
     print(f"{'rank':>4s}  {'run':40s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "   ACC*")
@@ -371,7 +372,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
     clean = result["clean"]
     print(
         f"{result['method']} on {result['dataset']} (encoder {result['encoder']}), "
-        f"{result['n']:,} images of {result['eval_split']}; ACC under the CIFAR-10-C corruptions"
+        f"{counted(result['n'], 'image')} of {result['eval_split']}; ACC under the CIFAR-10-C corruptions"
     )
     for r in result["splits"]:
         print(f"  {_score_line(r)}")

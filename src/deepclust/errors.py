@@ -36,6 +36,11 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> str:
     return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}."
 
 
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '1,000 images': a count with its noun in the right number."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
+
+
 class OutputError(DeepclustError):
     """An output file or folder would overwrite something deepclust did not write."""
 
