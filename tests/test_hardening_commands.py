@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from deepclust import api
 from deepclust.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest: one torch thread
@@ -88,3 +89,49 @@ def test_estimator_takes_a_list_of_paths_or_one_path(pixel_model, digit_files, t
     model.fit([str(p) for p in digit_files[::-1]])
     assert model.paths_ == [str(p) for p in digit_files[::-1]]
     assert np.array_equal(model.predict(digit_files[::-1]), model.labels_)
+
+
+# ---- items 4 and 9: report names its folder, asks for it on another host, pairs by path ----
+
+
+def test_report_from_another_machine_needs_data_dir(pixel_model, tmp_path, capsys):
+    import json
+    import shutil
+    import socket
+
+    summary = json.loads((pixel_model.run_dir_ / "summary.json").read_text())
+    assert summary["host"] == socket.gethostname()
+    run = tmp_path / "run"
+    shutil.copytree(pixel_model.run_dir_, run)
+    summary["host"] = "elsewhere"
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert main(["--no-progress", "report", str(run), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "another machine (elsewhere)" in err and "--data-dir" in err
+    assert len(err.splitlines()) == 1
+    folder = summary["data_dir"]
+    argv = ["--no-progress", "report", str(run), "--device", "cpu", "--data-dir", folder]
+    assert main(argv) == 0
+    assert f"reading the run's images from {folder}" in capsys.readouterr().out
+
+
+def test_report_pairs_stored_predictions_by_path(pixel_model, digit_files, tmp_path, monkeypatch):
+    import shutil
+
+    from deepclust.evaluation import report as rep
+
+    renamed = tmp_path / "renamed"
+    renamed.mkdir()
+    n = len(digit_files)
+    for i, f in enumerate(digit_files):  # every file takes its neighbour's name
+        shutil.copy(f, renamed / digit_files[(i + 1) % n].name)
+    seen, lines = {}, []
+    render = rep.render_html
+    monkeypatch.setattr(rep, "render_html", lambda d: seen.setdefault("d", d) and render(d))
+    out = tmp_path / "r.html"
+    api.report(pixel_model.run_dir_, out, "cpu", data_dir=str(renamed), tell=lines.append)
+    fresh = pixel_model.predict(renamed)
+    stored = pixel_model.labels_
+    assert not np.array_equal(fresh, stored)  # the stale order would pair them wrongly
+    assert np.array_equal(seen["d"].clusters, fresh)
+    assert any(f"{n} photos in the run's predictions are missing" in x for x in lines)

@@ -404,6 +404,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         max_points=args.max_points,
         protocols="both" if "both" in (args.split, args.protocol) else "run",
         data_dir=args.data_dir,
+        tell=print,
     )
     print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +15,53 @@ import torch
 from deepclust.api.evaluation import evaluate
 from deepclust.api.runs import LoadedRun, load_run, protocol_label, read_cluster_names, read_jsonl
 from deepclust.data.store import ImageSet
-from deepclust.errors import ConfigError, DeepclustError
+from deepclust.errors import ConfigError, DeepclustError, RunFolderError, counted
 from deepclust.evaluation.predictions import (
     read_predictions_csv,
 )
 
 
-def _stored_predictions(run_dir: Path, n: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(clusters, confidence) from predictions.csv when it covers the n evaluation images."""
+def _stored_predictions(
+    run_dir: Path, data: ImageSet
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """((clusters, confidence) of predictions.csv in `data`'s order, or None when they do not
+    cover its images; a line saying what no longer matches, or None).
+
+    Rows pair by path where both have paths (renamed or added files never borrow another
+    photo's cluster); otherwise by position when the counts agree.
+    """
     path = run_dir / "predictions.csv"
     if not path.is_file():
-        return None
+        return None, None
     rows = read_predictions_csv(path)
-    if len(rows) != n:
-        return None
-    return (
-        np.array([int(r["cluster"]) for r in rows]),
-        np.array([float(r["confidence"]) for r in rows]),
-    )
+    if data.paths and rows and rows[0].get("path"):
+        by_path = {r["path"]: r for r in rows}
+        gone = len(set(by_path) - set(data.paths))
+        new = sum(p not in by_path for p in data.paths)
+        if gone or new:
+            return None, (
+                f"{counted(gone, 'photo')} in the run's predictions are missing from the folder, "
+                f"{new:,} new {'one is' if new == 1 else 'ones are'} not in the run: "
+                "the report predicts the folder's photos again."
+            )
+        rows = [by_path[p] for p in data.paths]
+    elif len(rows) != len(data):
+        return None, None
+    clusters = np.array([int(r["cluster"]) for r in rows])
+    return (clusters, np.array([float(r["confidence"]) for r in rows])), None
+
+
+def _photo_folder(run: LoadedRun, summary: dict[str, Any], data_dir: str | None) -> str:
+    """The folder `report` reads the run's images from (embedded in the page); a run made on
+    another host must name it with --data-dir (its config could name any folder)."""
+    host = summary.get("host")
+    if data_dir is None and host is not None and host != socket.gethostname():
+        raise RunFolderError(
+            f"'{run.run_dir}' was made on another machine ({host}) and its config names "
+            f"{run.config.data.data_dir or 'the dataset default'} for the images that the "
+            "report embeds: pass --data-dir with the folder that holds the run's images here."
+        )
+    return run.config.data.data_dir or f"the default folder of '{run.config.dataset}'"
 
 
 def _metric_rows(
@@ -120,12 +151,14 @@ def report(
     max_points: int = 2000,
     protocols: str = "run",
     data_dir: str | None = None,
+    tell: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
     embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
-    evaluate_protocols).
+    evaluate_protocols). tell: called with one line before the images are read (which
+    folder) and one when the stored predictions no longer match the folder.
     """
     from deepclust.choose_k import read_estimate
     from deepclust.evaluation import report as rep
@@ -133,12 +166,16 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
     run_dir = Path(run_dir)
+    tell = tell or (lambda line: None)
     run = load_run(run_dir, device, data_dir)
-    data = run.load_split()
-    k = run.meta["num_clusters"]
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    stored = _stored_predictions(run_dir, len(data))
+    tell(f"reading the run's images from {_photo_folder(run, summary, data_dir)}")
+    data = run.load_split()
+    k = run.meta["num_clusters"]
+    stored, mismatch = _stored_predictions(run_dir, data)
+    if mismatch is not None:
+        tell(f"warning: {mismatch}")
     if stored is None:
         conf, cl = run.predict_proba(data).max(1)
         stored = (cl.numpy(), conf.numpy())
@@ -164,7 +201,7 @@ def report(
             eval_records=[r for r in records if r.get("event") == "eval"],
             shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
             per_cluster=per_cluster,
-            warnings=list(summary.get("warnings", [])),
+            warnings=list(summary.get("warnings", [])) + ([mismatch] if mismatch else []),
             k_estimate=read_estimate(run_dir),
             paths=list(data.paths) if data.paths else None,
         )
