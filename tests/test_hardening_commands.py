@@ -135,3 +135,38 @@ def test_report_pairs_stored_predictions_by_path(pixel_model, digit_files, tmp_p
     assert not np.array_equal(fresh, stored)  # the stale order would pair them wrongly
     assert np.array_equal(seen["d"].clusters, fresh)
     assert any(f"{n} photos in the run's predictions are missing" in x for x in lines)
+
+
+# ---- item 17: each message names a flag of the command in use --------------------------
+
+
+def test_cluster_messages_name_clusters_flags(separable_images, tmp_path, capsys):
+    few = tmp_path / "few"
+    few.mkdir()
+    for f in sorted(separable_images.rglob("*.png"))[:5]:
+        (few / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "empty").mkdir()
+    cases = [
+        ([str(separable_images), "--k", "500"], "--k 500 is larger than"),
+        ([str(few)], "lower the MIN of --k-range"),
+        ([str(tmp_path / "empty"), "--k", "3"], "or point PHOTOS at the folder"),
+    ]
+    for argv, fragment in cases:
+        assert (
+            main(["--no-progress", "cluster", *argv, "--out", str(tmp_path / argv[0][-3:]), *TINY])
+            == 2
+        )
+        err = capsys.readouterr().err.strip()
+        assert fragment in err and len(err.splitlines()) == 1, err
+        assert "--clusters" not in err and "--data-dir" not in err and "lower k_" not in err
+
+
+def test_option_names_the_flag_per_command():
+    from deepclust.errors import command, option
+
+    assert option("encoder.name", "hf:/x") == "--encoder hf:/x"  # Python callers, train
+    with command("cluster"):
+        assert option("encoder.name", "hf:/x") == "--set encoder.name=hf:/x"
+        assert option("clusters", 7) == "--k 7"
+    with command("train"):
+        assert option("k_max") == "the MAX of --k-range"

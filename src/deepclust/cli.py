@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepclust import __version__, progress
-from deepclust.errors import DeepclustError, counted, report_failure
+from deepclust.errors import DeepclustError, command, counted, report_failure
 
 # Kept here so that building the parser imports nothing heavy; tests/test_cli.py checks
 # they equal evaluation.selection.CRITERIA and evaluation.shift.CORRUPTIONS.
@@ -630,7 +630,8 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "no_progress", False):
         progress.disable_all()
     try:
-        return args.func(args)
+        with command(args.command):  # messages name this command's flags
+            return args.func(args)
     except (Exception, KeyboardInterrupt) as e:  # the one top-level handler
         return report_failure(e)
 
