@@ -170,3 +170,34 @@ def test_option_names_the_flag_per_command():
         assert option("clusters", 7) == "--k 7"
     with command("train"):
         assert option("k_max") == "the MAX of --k-range"
+
+
+# ---- item 16: `cluster --resume` continues a killed run and writes its report and export --
+
+
+def test_cluster_resume_finishes_with_report_and_export(
+    separable_images, tmp_path, capsys, monkeypatch
+):
+    from deepclust.methods.imc_swav import IMCSwAV
+
+    run = tmp_path / "run"
+    argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
+    argv += [*TINY, "--set", "train.checkpoint_every=1"]
+    original, calls = IMCSwAV.training_step, []
+
+    def dies_late(self, views, info):
+        calls.append(1)
+        if len(calls) == 25:
+            raise KeyboardInterrupt  # the process is killed mid-run
+        return original(self, views, info)
+
+    monkeypatch.setattr(IMCSwAV, "training_step", dies_late)
+    assert main(argv) == 130
+    monkeypatch.setattr(IMCSwAV, "training_step", original)
+    assert main(argv) == 2
+    assert "Pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--export"]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "160 images -> 4 clusters" in out and "report.html" in out
+    assert (run / "report.html").is_file()
+    assert len([p for p in (run / "clusters").rglob("*.png") if p.is_symlink()]) == 160

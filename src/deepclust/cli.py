@@ -220,6 +220,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         copy=args.copy,
         report=not args.no_report,
         overrides=_progress_override() + parse_overrides(args.set),
+        resume=args.resume,
     )
     s = res.summary
     if res.k_estimate is not None:
@@ -532,6 +533,11 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--no-report", action="store_true", help="skip RUN_DIR/report.html")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the killed run in --out, then write its report (and export)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     p.set_defaults(func=cmd_cluster)
 

@@ -91,6 +91,7 @@ def cluster_folder(
     copy: bool = False,
     report: bool = True,
     overrides: list[tuple[str, Any]] | None = None,
+    resume: bool = False,
 ) -> ClusterResult:
     """Cluster every image under `photos` into k groups; write the run folder `out`.
 
@@ -101,12 +102,18 @@ def cluster_folder(
     Returns the run folder, its summary (metrics when the photos sit in class folders),
     cluster sizes with example files, the report (report=True) and the export folder
     (export=True: RUN/clusters/<id>/ holds links to the photos, or copies with copy=True).
+
+    resume=True continues the killed run in `out` (its config: K, method, seed) on the same
+    photos, then writes the report and the export as an uninterrupted run does.
     """
     from deepclust import api
     from deepclust.choose_k import estimate_into, write_estimate
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
+    if resume:
+        resumed = resume_cluster(folder, k, out, device, overrides)
+        return _finish(resumed, device, export, copy, report)
     extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
     auto = k == "auto"
     cfg = recipe_config(folder, None if auto else k, method, image_size, extra)  # type: ignore[arg-type]
@@ -117,6 +124,34 @@ def cluster_folder(
     result = api.train(cfg, out=run_dir)
     if estimate is not None:
         write_estimate(result.run_dir, estimate)
+    return _finish(result, device, export, copy, report, estimate)
+
+
+def resume_cluster(
+    folder: Path,
+    k: int | str,
+    out: str | Path | None,
+    device: str = "auto",
+    overrides: list[tuple[str, Any]] | None = None,
+) -> Any:
+    """Continue the killed `cluster` run in `out` on the photos of `folder` (RunResult)."""
+    from deepclust import api
+
+    if out is None:
+        raise ConfigError("--resume needs --out RUN_DIR: the run folder to continue.")
+    items = [("data.data_dir", str(folder)), ("train.device", device), *(overrides or [])]
+    if k != "auto":  # the trainer refuses a K other than the run's
+        items.append(("clusters", k))
+    cfg = api.resume_config(out, overrides=items)
+    return api.train(cfg, out=out, resume=True)
+
+
+def _finish(
+    result: Any, device: str, export: bool, copy: bool, report: bool, estimate: Any = None
+) -> ClusterResult:
+    """The report, the export and the cluster sizes of a finished `cluster` training."""
+    from deepclust import api
+
     sizes, examples = cluster_sizes(result.run_dir, result.summary["num_clusters"])
     page = api.report(result.run_dir, device=device) if report else None
     exported = export_clusters(result.run_dir, copy=copy) if export else None
