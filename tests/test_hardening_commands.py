@@ -201,3 +201,69 @@ def test_cluster_resume_finishes_with_report_and_export(
     assert "160 images -> 4 clusters" in out and "report.html" in out
     assert (run / "report.html").is_file()
     assert len([p for p in (run / "clusters").rglob("*.png") if p.is_symlink()]) == 160
+
+
+# ---- item 15: export shortens long names; `deepclust export` completes or redoes one -----
+
+
+def _fake_run(tmp_path: Path, digit_files: list[Path]) -> tuple[Path, list[Path]]:
+    """A run folder holding only predictions.csv: 12 photos in 2 clusters, two of them with
+    the same 250-byte name in two albums (the clash name passes 255 bytes)."""
+    photos = []
+    long = "x" * 246 + ".png"
+    for i, f in enumerate(digit_files[:12]):
+        where = tmp_path / "photos" / (f"album{i % 2}" if i < 2 else "")
+        where.mkdir(parents=True, exist_ok=True)
+        photos.append(where / (long if i < 2 else f.name))
+        photos[-1].write_bytes(f.read_bytes())
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "predictions.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["index", "path", "cluster", "confidence", "name", "label"])
+        w.writerows([i, p, i % 2 if i > 1 else 0, 0.9, "", ""] for i, p in enumerate(photos))
+    return run, photos
+
+
+def test_export_shortens_names_too_long_for_the_file_system(digit_files, tmp_path):
+    from deepclust.photo_folder import export_clusters
+
+    run, photos = _fake_run(tmp_path, digit_files)
+    target = export_clusters(run, copy=True)
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    assert len(files) == 12 and all(len(p.name.encode()) <= 255 for p in files)
+    assert all(p.suffix == ".png" for p in files)
+    longs = [p for p in files if "x" * 100 in p.name]
+    assert len(longs) == 2 and longs[0].name != longs[1].name
+    assert {p.read_bytes() for p in longs} == {photos[0].read_bytes(), photos[1].read_bytes()}
+
+
+def test_export_command_completes_an_interrupted_export_and_redoes(
+    digit_files, tmp_path, monkeypatch, capsys
+):
+    import errno
+    import shutil
+
+    run, photos = _fake_run(tmp_path, digit_files)
+    real, calls = shutil.copy2, []
+
+    def disk_fills(src, dst, *a, **k):
+        calls.append(src)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(shutil, "copy2", disk_fills)
+    assert main(["export", str(run), "--copy"]) == 2
+    err = capsys.readouterr().err
+    assert f"deepclust export {run} --copy" in err and len(err.strip().splitlines()) == 1
+    written = {p: p.stat().st_mtime_ns for p in (run / "clusters").rglob("*") if p.is_file()}
+    assert len(written) == 4 and not [p for p in (run / "clusters").rglob(".*")]
+    monkeypatch.setattr(shutil, "copy2", real)
+    assert main(["export", str(run), "--copy"]) == 0
+    files = [p for p in (run / "clusters").rglob("*") if p.is_file()]
+    assert len(files) == 12 and not any(p.is_symlink() for p in files)
+    assert all(p.stat().st_mtime_ns == t for p, t in written.items())  # kept, not redone
+    assert main(["export", str(run), "--redo"]) == 0
+    links = [p for p in (run / "clusters").rglob("*") if p.is_symlink()]
+    assert len(links) == 12 and {p.resolve() for p in links} == {p.resolve() for p in photos}

@@ -411,6 +411,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    target = api.export(args.run_dir, copy=args.copy, redo=args.redo)
+    kind = "copies of" if args.copy else "links to"
+    print(f"{target}/: one folder per cluster, {kind} its photos")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from deepclust.data.datasets import DATASETS, dataset_info
     from deepclust.encoders import ENCODERS
@@ -587,6 +594,20 @@ def _scoring_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     p.set_defaults(func=cmd_report)
 
 
+def _export_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="RUN_DIR/clusters/<id>/: links to (or copies of) each cluster's photos",
+        description="Write a run's export, or complete an interrupted one (entries already "
+        "right are kept).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--copy", action="store_true", help="copies instead of links")
+    p.add_argument("--redo", action="store_true", help="remove the existing export first")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not undo `deepclust --no-progress CMD`
@@ -618,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_flag(p)
     _force_flag(p)
     p.set_defaults(func=cmd_select)
+    _export_parser(sub, common)
     p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
     p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
     p.set_defaults(func=cmd_list)
