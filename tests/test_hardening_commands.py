@@ -267,3 +267,111 @@ def test_export_command_completes_an_interrupted_export_and_redoes(
     assert main(["export", str(run), "--redo"]) == 0
     links = [p for p in (run / "clusters").rglob("*") if p.is_symlink()]
     assert len(links) == 12 and {p.resolve() for p in links} == {p.resolve() for p in photos}
+
+
+# ---- items 13 and 14: the feature cache on a full disk, and two runs at once --------------
+
+
+def _pixel_set(n: int = 10, seed: int = 0):
+    import torch
+
+    from deepclust.data.store import ImageSet
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8)
+    return ImageSet(images, torch.full((n,), -1), [], None, "t")
+
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_cache_disk_warns_once_and_the_chunks_are_joined_later(tmp_path, monkeypatch):
+    import torch
+
+    from deepclust.encoders import cache as fc
+    from deepclust.encoders.base import build_encoder
+
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path))
+    monkeypatch.setattr(fc, "CHUNK", 4)
+    enc, data = build_encoder("pixels", 8), _pixel_set()
+    monkeypatch.setattr(fc, "write_from_chunks", _no_space)  # the join fills the disk
+    with pytest.warns(UserWarning) as caught:
+        first = fc.extract_features(enc, data, progress=False)
+    (line,) = [str(w.message) for w in caught]
+    key = fc.cache_key(enc, "clean", data.images)
+    assert f"{tmp_path / 'features' / key}.safetensors needs" in line and "is full" in line
+    assert "KB are free" in line or "MB are free" in line
+    monkeypatch.undo()
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path))
+    monkeypatch.setattr(fc, "CHUNK", 4)
+    monkeypatch.setattr(enc, "forward", lambda x: (_ for _ in ()).throw(AssertionError("again")))
+    again = fc.extract_features(enc, data, progress=False)  # the saved chunks, joined now
+    assert torch.equal(first, again) and (tmp_path / "features" / f"{key}.safetensors").is_file()
+
+
+def test_a_full_disk_while_saving_a_chunk_names_the_space(tmp_path, monkeypatch):
+    import torch
+
+    from deepclust.encoders import cache as fc
+    from deepclust.encoders.base import build_encoder
+
+    monkeypatch.setenv("DEEPCLUST_CACHE", str(tmp_path))
+    monkeypatch.setattr(fc, "CHUNK", 4)
+    monkeypatch.setattr(fc, "save_file", _no_space)
+    enc, data = build_encoder("pixels", 8), _pixel_set(seed=1)
+    with pytest.warns(UserWarning, match=r"is full: .*00000\.safetensors needs 3 KB"):
+        features = fc.extract_features(enc, data, progress=False)
+    assert torch.equal(features, enc(fc.eval_images(data.images, enc.eval_transform())))
+    assert not [p for p in (tmp_path / "features").rglob("*tmp*")]
+
+
+TWO_RUNS = """
+import sys, time, warnings
+import numpy as np, torch
+from deepclust.data.store import ImageSet
+from deepclust.encoders import cache as fc
+from deepclust.encoders.base import build_encoder
+fc.CHUNK = 64
+enc = build_encoder("pixels", 8)
+forward, rows = enc.forward, []
+def slow(x):
+    rows.append(len(x)); time.sleep(0.05); return forward(x)
+enc.forward = slow
+g = torch.Generator().manual_seed(0)
+data = ImageSet(torch.randint(0, 256, (640, 3, 8, 8), generator=g, dtype=torch.uint8),
+                torch.full((640,), -1), [], None, "t")
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    features = fc.extract_features(enc, data, batch_size=16, progress=False)
+np.save(sys.argv[1], features.numpy())
+print(sum(rows), "|".join(str(w.message) for w in caught))
+"""
+
+
+def test_two_runs_on_one_new_cache_extract_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DEEPCLUST_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TWO_RUNS, str(tmp_path / f"{i}.npy")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outs = [r.communicate(timeout=300) for r in runs]
+    assert all(r.returncode == 0 for r in runs), outs
+    rows = [int(out.split()[0]) for out, _ in outs]
+    # one run extracted (640 rows and the one-image probe of its batch size), the other
+    # waited for its file and ran the encoder on nothing
+    assert sorted(rows) == [0, 641], rows
+    assert not any("not writable" in out + err for out, err in outs), outs
+    assert np.array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
