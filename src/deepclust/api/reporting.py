@@ -51,6 +51,25 @@ def _stored_predictions(
     return (clusters, np.array([float(r["confidence"]) for r in rows])), None
 
 
+def _predictions(
+    run: LoadedRun, data: ImageSet, tell: Callable[[str], None]
+) -> tuple[tuple[np.ndarray, np.ndarray], str | None]:
+    """(clusters, confidence) of `data`: the stored ones where they still match, else
+    predicted again; and the line saying what no longer matched (also told), or None."""
+    stored, mismatch = _stored_predictions(run.run_dir, data)
+    if mismatch is not None:
+        tell(f"warning: {mismatch}")
+    if stored is None:
+        conf, cl = run.predict_proba(data).max(1)
+        stored = (cl.numpy(), conf.numpy())
+    return stored, mismatch
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _photo_folder(run: LoadedRun, summary: dict[str, Any], data_dir: str | None) -> str:
     """The folder `report` reads the run's images from (embedded in the page); a run made on
     another host must name it with --data-dir (its config could name any folder)."""
@@ -157,8 +176,8 @@ def report(
 
     embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
-    evaluate_protocols). tell: called with one line before the images are read (which
-    folder) and one when the stored predictions no longer match the folder.
+    evaluate_protocols). tell: given the folder the images are read from, and what no longer
+    matches the stored predictions.
     """
     from deepclust.choose_k import read_estimate
     from deepclust.evaluation import report as rep
@@ -166,19 +185,13 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
     run_dir = Path(run_dir)
-    tell = tell or (lambda line: None)
+    tell = tell or (lambda _line: None)
     run = load_run(run_dir, device, data_dir)
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    summary = _read_summary(run_dir)
     tell(f"reading the run's images from {_photo_folder(run, summary, data_dir)}")
     data = run.load_split()
     k = run.meta["num_clusters"]
-    stored, mismatch = _stored_predictions(run_dir, data)
-    if mismatch is not None:
-        tell(f"warning: {mismatch}")
-    if stored is None:
-        conf, cl = run.predict_proba(data).max(1)
-        stored = (cl.numpy(), conf.numpy())
+    stored, mismatch = _predictions(run, data, tell)
     rows = _metric_rows(run, data, summary, protocols)
     points, index = _embedding(run, data, embedding, max_points)
     records = read_jsonl(run_dir / "metrics.jsonl")

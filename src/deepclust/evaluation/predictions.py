@@ -3,8 +3,9 @@
 Columns: index (row in the scored set), path (the image file, absolute when it came from a
 folder; empty for array datasets), cluster, confidence, name (the cluster's words when the
 method names clusters, e.g. SIC; else empty) and label (the true class id when known, else
-empty; files written before 0.x hold -1 there, which readers take as unknown too). confidence is, for every method, the probability the method gives the cluster
-it assigned (the largest of its K cluster probabilities).
+empty; older files hold -1 there, which means the same). confidence is, for every method,
+the probability the method gives the cluster it assigned (the largest of its K cluster
+probabilities).
 """
 
 from __future__ import annotations
