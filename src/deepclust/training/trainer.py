@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -435,6 +436,7 @@ class Trainer:
             "seed": cfg.train.seed,
             "device": run.meta["device"],
             "torch": torch.__version__,
+            "host": socket.gethostname(),  # `report` asks for --data-dir on another machine
             "wall_time_s": round(time.time() - t_start, 2),
             "metrics": scores,
             "schedule": {
