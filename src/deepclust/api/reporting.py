@@ -165,6 +165,7 @@ def report(
             shift=json.loads(shift_file.read_text()) if shift_file.is_file() else None,
             per_cluster=per_cluster,
             warnings=list(summary.get("warnings", [])),
+            skipped=summary.get("skipped_images"),
             k_estimate=read_estimate(run_dir),
             paths=list(data.paths) if data.paths else None,
         )
