@@ -140,8 +140,10 @@ def test_a_broken_link_is_skipped_with_the_skip_note(tmp_path, link):
         warnings.simplefilter("always")
         s = load_split("photos", "train", root, image_size=16)
     assert len(s) == 3
-    (message,) = _skip_messages(caught)
-    assert f"{link}.jpg" in message and "link" in message
+    (skipped,) = s.skipped  # with the unreadable images: one note, and in summary.json
+    assert skipped[0] == str(root / f"{link}.jpg")
+    folder = "loopdir" if link == "self" else "gone_folder"
+    assert [m for m in _skip_messages(caught) if f"{folder} (a broken link" in m]
 
 
 # --------------------------------------------------------------------------- item 8: run folders

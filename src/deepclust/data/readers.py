@@ -470,7 +470,11 @@ def cache_key(root: Path, rel_paths: Sequence[str], size: int | None) -> str:
     h.update(json.dumps([CACHE_VERSION, str(root.resolve()), size, max_pixels()]).encode())
     base = str(root)
     for rel in rel_paths:
-        st = os.stat(os.path.join(base, rel))
+        try:
+            st = os.stat(os.path.join(base, rel))
+        except OSError:  # a broken link: the decoder skips it
+            h.update(f"\0{rel}\0broken".encode())
+            continue
         h.update(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
 
@@ -564,24 +568,29 @@ def is_run_folder(folder: str | Path) -> bool:
     )
 
 
-def _link_problem(entry: os.DirEntry[str]) -> str | None:
-    """Why a link cannot be read (dangling, a loop), or None for a readable entry."""
+def _problem(entry: os.DirEntry[str]) -> str | None:
+    """Why an entry cannot be read (a dangling or self-looping link), or None."""
+    if not entry.is_symlink():  # scandir's own type, no extra system call
+        return None
     try:
         os.stat(entry.path)
     except OSError as exc:
-        return f"a link that leads nowhere: {exc.strerror}" if entry.is_symlink() else exc.strerror
+        return f"a broken link: {exc.strerror}"
     return None
 
 
 def _scan(path: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
     """(image file names, sub-folder names, (path, reason) of unreadable entries), sorted;
-    hidden names are left out."""
+    hidden names are left out. A broken link with an image name is listed as a file, so the
+    decoder skips it with the unreadable images."""
     files, dirs, bad = [], [], []
     with os.scandir(path) as it:
         entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
     for e in entries:
-        problem = _link_problem(e)
-        if problem is not None:
+        problem = _problem(e)
+        if problem is not None and is_image_file(e.name):
+            files.append(e.name)
+        elif problem is not None:
             bad.append((e.path, problem))
         elif e.is_dir():
             dirs.append(e.name)
