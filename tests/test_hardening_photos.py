@@ -193,6 +193,9 @@ def test_tiny_images_do_not_set_the_stored_side(tmp_path):
         files.append(f"tiny{i:02d}.png")
     with pytest.warns(UserWarning, match=r"41 of the 81 .*smaller than 16 px"):
         assert photo_store_side(root, files) == 32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a collection of small images by design: no note
+        assert photo_store_side(root, [f for f in files if f.startswith("tiny")]) == 1
 
 
 # --------------------------------------------------------------------------- item 11: EXIF

@@ -649,8 +649,8 @@ MIN_MEANINGFUL_SIDE = 16
 
 def typical_shorter_side(paths: Sequence[str], sample: int = 200) -> int | None:
     """The median shorter side (px) of up to `sample` evenly spaced files, read from their
-    headers only (no decoding), leaving out sides below MIN_MEANINGFUL_SIDE (with a note);
-    None when no meaningful one can be opened."""
+    headers only (no decoding), leaving out sides below MIN_MEANINGFUL_SIDE (with a note)
+    unless all are below it; None when none can be opened."""
     step = max(1, len(paths) // sample)
     sides = []
     for path in paths[::step][:sample]:
@@ -659,14 +659,13 @@ def typical_shorter_side(paths: Sequence[str], sample: int = 200) -> int | None:
                 sides.append(min(im.size))
         except Exception:  # unreadable files are reported by the decoder
             continue
-    tiny = sum(s < MIN_MEANINGFUL_SIDE for s in sides)
-    if tiny:
+    meaningful = [s for s in sides if s >= MIN_MEANINGFUL_SIDE] or sides  # all tiny: by design
+    if len(meaningful) < len(sides):
         note(
-            f"{tiny} of the {len(sides)} images sampled are smaller than {MIN_MEANINGFUL_SIDE} px "
-            "(shorter side): the stored size ignores them, and they are read upscaled. Remove "
-            "them if they are icons or thumbnails rather than photos."
+            f"{len(sides) - len(meaningful)} of the {len(sides)} images sampled are smaller than "
+            f"{MIN_MEANINGFUL_SIDE} px (shorter side): the stored size ignores them, and they are "
+            "read upscaled. Remove them if they are icons or thumbnails rather than photos."
         )
-    meaningful = [s for s in sides if s >= MIN_MEANINGFUL_SIDE]
     return int(np.median(meaningful)) if meaningful else None
 
 
