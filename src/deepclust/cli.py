@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -614,6 +615,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
     )
+    common.add_argument(
+        "--max-pixels",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="skip images of more pixels (default 89,478,485)",
+    )
     parser = argparse.ArgumentParser(
         prog="deepclust", description="Deep image clustering.", parents=[common]
     )
@@ -657,6 +665,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):
         progress.disable_all()
+    if hasattr(args, "max_pixels"):  # read where images are opened (config.max_pixels)
+        from deepclust.config import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
+    progress.one_line_notes()
     try:
         with command(args.command):  # messages name this command's flags
             return args.func(args)

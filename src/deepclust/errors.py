@@ -18,6 +18,10 @@ class DeepclustError(Exception):
     """Base class for errors caused by input (paths, names, configs, checkpoints)."""
 
 
+class DeepclustWarning(UserWarning):
+    """A note to the user (e.g. skipped files): the CLI shows it as one line, once."""
+
+
 class DataError(DeepclustError):
     """A dataset is missing, empty, unreadable or has the wrong layout."""
 

@@ -74,7 +74,12 @@ def recipe_config(
 
 
 def default_out(folder: Path) -> Path:
-    return Path("runs") / f"{folder.name or 'photos'}-clusters-{time.strftime('%Y%m%d-%H%M%S')}"
+    """runs/<name>-clusters-<time>; next to the photos (<parent>/runs) when the current folder
+    is inside them, so a run never lands among the photos."""
+    base = Path("runs")
+    if Path.cwd().resolve().is_relative_to(folder.resolve()):
+        base = folder.resolve().parent / "runs"
+    return base / f"{folder.name or 'photos'}-clusters-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def cluster_folder(

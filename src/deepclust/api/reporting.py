@@ -217,6 +217,7 @@ def report(
             shift=read_run_json(run_dir / "shift.json"),
             per_cluster=per_cluster,
             warnings=list(summary.get("warnings", [])) + ([mismatch] if mismatch else []),
+            skipped=summary.get("skipped_images"),
             k_estimate=read_estimate(run_dir),
             paths=list(data.paths) if data.paths else None,
         )

@@ -349,6 +349,7 @@ def _decoded_imageset(
         class_names,
         [os.path.join(base, rel_paths[i]) for i in kept],
         name,
+        list(dec.skipped),
     )
 
 
@@ -585,9 +586,13 @@ def _folder_available(root: Path) -> tuple[str, ...]:
 
 
 def _holds_an_image(folder: Path) -> bool:
-    """Whether any image file lies in folder or below it (stops at the first)."""
-    for _, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    """Whether any image file lies in folder or below it (stops at the first; each real
+    folder once, so link loops end)."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if real not in seen else []
+        seen.add(real)
         if any(readers.is_image_file(f) for f in filenames):
             return True
     return False

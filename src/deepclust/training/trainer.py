@@ -59,7 +59,13 @@ from deepclust.training.build import (
     resolve_num_clusters,
     seed_everything,
 )
-from deepclust.training.records import RunLog, RunResult, health_warnings, write_predictions
+from deepclust.training.records import (
+    RunLog,
+    RunResult,
+    health_warnings,
+    skipped_images,
+    write_predictions,
+)
 from deepclust.training.resume import prepare_run_dir
 from deepclust.training.self_label import self_label
 from deepclust.training.steps import EpochViews, RunningMeans, StepBatches, optimisation_step
@@ -439,6 +445,7 @@ class Trainer:
             "host": socket.gethostname(),  # `report` asks for --data-dir on another machine
             "wall_time_s": round(time.time() - t_start, 2),
             "metrics": scores,
+            "skipped_images": skipped_images(run.fit_set, run.eval_set),
             "schedule": {
                 "batch_size": cfg.train.batch_size,
                 "steps": run.total_steps,
