@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from deepclust import __version__, progress
-from deepclust.errors import DeepclustError, report_failure
+from deepclust.errors import DeepclustError, command, counted, report_failure
 
 # Kept here so that building the parser imports nothing heavy; tests/test_cli.py checks
 # they equal evaluation.selection.CRITERIA and evaluation.shift.CORRUPTIONS.
@@ -220,6 +221,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         copy=args.copy,
         report=not args.no_report,
         overrides=_progress_override() + parse_overrides(args.set),
+        resume=args.resume,
     )
     s = res.summary
     if res.k_estimate is not None:
@@ -227,12 +229,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
         print(describe(res.k_estimate))
     print(
-        f"{s['n_eval']:,} images -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
+        f"{counted(s['n_eval'], 'image')} -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
         f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"
     )
     width = len(f"{max(res.sizes):,}")
     for c, (size, ex) in enumerate(zip(res.sizes, res.examples, strict=True)):
-        print(f"  cluster {c:>2d}: {size:>{width},} images  e.g. {', '.join(ex)}")
+        noun = counted(size, "image").split(" ")[1]  # the number is aligned on its own
+        print(f"  cluster {c:>2d}: {size:>{width},} {noun:6s}  e.g. {', '.join(ex)}")
     if s.get("metrics"):
         m = s["metrics"]
         print(
@@ -287,10 +290,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         bad_images="fail" if args.fail_on_bad_images else "skip",
         features=args.features,
     )
-    print(f"{len(rows)} images clustered -> {args.out}")
-    named = sorted({(r["cluster"], r["name"]) for r in rows if "name" in r})
+    print(f"{counted(len(rows), 'image')} clustered -> {args.out}")
+    named = sorted({(r["cluster"], r["name"]) for r in rows if r.get("name")})
     for c, name in named:  # clusters named by the method (e.g. SIC's nouns)
-        print(f"  cluster {c} ({sum(r['cluster'] == c for r in rows)} images): {name}")
+        print(f"  cluster {c} ({counted(sum(r['cluster'] == c for r in rows), 'image')}): {name}")
     if args.features:
         print(f"features (float32 [N, D], row i = CSV row i) -> {api.features_path(args.out)}")
     return 0
@@ -320,7 +323,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     crit = result["criterion"]
     print(
         f"label-free selection by '{crit}' ({'higher' if result['higher_is_better'] else 'lower'} "
-        f"is better) on {result['images']['n']:,} images of {result['images']['split']}; no labels used"
+        f"is better) on {counted(result['images']['n'], 'image')} of {result['images']['split']}; no labels used"
     )
     cols = ["views", "consensus", "silhouette", "calinski_harabasz", "loss", "balance"]
     print(f"{'rank':>4s}  {'run':40s} " + " ".join(f"{c[:10]:>10s}" for c in cols) + "   ACC*")
@@ -371,7 +374,7 @@ def cmd_shift(args: argparse.Namespace) -> int:
     clean = result["clean"]
     print(
         f"{result['method']} on {result['dataset']} (encoder {result['encoder']}), "
-        f"{result['n']:,} images of {result['eval_split']}; ACC under the CIFAR-10-C corruptions"
+        f"{counted(result['n'], 'image')} of {result['eval_split']}; ACC under the CIFAR-10-C corruptions"
     )
     for r in result["splits"]:
         print(f"  {_score_line(r)}")
@@ -403,8 +406,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         max_points=args.max_points,
         protocols="both" if "both" in (args.split, args.protocol) else "run",
         data_dir=args.data_dir,
+        tell=print,
     )
     print(f"report written to {path} ({path.stat().st_size / 1e6:.2f} MB, self-contained HTML)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    target = api.export(args.run_dir, copy=args.copy, redo=args.redo)
+    kind = "copies of" if args.copy else "links to"
+    print(f"{target}/: one folder per cluster, {kind} its photos")
     return 0
 
 
@@ -530,6 +541,11 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--no-report", action="store_true", help="skip RUN_DIR/report.html")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the killed run in --out, then write its report (and export)",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     p.set_defaults(func=cmd_cluster)
 
@@ -579,11 +595,32 @@ def _scoring_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     p.set_defaults(func=cmd_report)
 
 
+def _export_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "export",
+        parents=[common],
+        help="RUN_DIR/clusters/<id>/: links to (or copies of) each cluster's photos",
+        description="Write a run's export, or complete an interrupted one (entries already "
+        "right are kept).",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--copy", action="store_true", help="copies instead of links")
+    p.add_argument("--redo", action="store_true", help="remove the existing export first")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not undo `deepclust --no-progress CMD`
     common.add_argument(
         "--no-progress", action="store_true", default=argparse.SUPPRESS, help="no progress bars"
+    )
+    common.add_argument(
+        "--max-pixels",
+        type=int,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="skip images of more pixels (default 89,478,485)",
     )
     parser = argparse.ArgumentParser(
         prog="deepclust", description="Deep image clustering.", parents=[common]
@@ -610,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir_flag(p)
     _force_flag(p)
     p.set_defaults(func=cmd_select)
+    _export_parser(sub, common)
     p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
     p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
     p.set_defaults(func=cmd_list)
@@ -627,8 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "no_progress", False):
         progress.disable_all()
+    if hasattr(args, "max_pixels"):  # read where images are opened (config.max_pixels)
+        from deepclust.config import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(args.max_pixels)
+    progress.one_line_notes()
     try:
-        return args.func(args)
+        with command(args.command):  # messages name this command's flags
+            return args.func(args)
     except (Exception, KeyboardInterrupt) as e:  # the one top-level handler
         return report_failure(e)
 

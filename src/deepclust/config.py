@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,29 @@ import yaml
 from deepclust.errors import ConfigError, unknown_name
 
 CONFIG_ROOT = Path(__file__).parent / "configs"
+
+# Images of more pixels are skipped, from their header, before any decoding (a 360 KB 16-bit
+# PNG of 13,000 x 13,000 px took 7.45 GB to decode). The default is PIL's own warning bound,
+# above every phone and most camera photos (50 MP); `--max-pixels N` (any command) raises it.
+MAX_PIXELS_ENV = "DEEPCLUST_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 89_478_485
+
+
+def max_pixels() -> int:
+    """The pixel cap per image: $DEEPCLUST_MAX_PIXELS (set by --max-pixels) or the default."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"--max-pixels ({MAX_PIXELS_ENV}) must be a positive whole number of pixels, got "
+            f"'{text}'; the default is {DEFAULT_MAX_PIXELS:,}."
+        )
+    return value
 
 
 @dataclass

@@ -9,11 +9,17 @@ import difflib
 import errno
 import sys
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 
 class DeepclustError(Exception):
     """Base class for errors caused by input (paths, names, configs, checkpoints)."""
+
+
+class DeepclustWarning(UserWarning):
+    """A note to the user (e.g. skipped files): the CLI shows it as one line, once."""
 
 
 class DataError(DeepclustError):
@@ -34,6 +40,51 @@ def unknown_name(kind: str, name: str, valid: Iterable[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
     return f"unknown {kind} '{name}'.{hint} Valid {kind}s: {', '.join(valid)}."
+
+
+# How each CLI command sets a config key, for messages that tell the user what to pass; the
+# CLI names its command (`command`), Python callers get train's flags (and k_min / k_max).
+_OPTIONS = {
+    "train": {"k_min": "the MIN of --k-range", "k_max": "the MAX of --k-range"},
+    "cluster": {
+        "data.data_dir": "PHOTOS",
+        "clusters": "--k",
+        "encoder.name": "--set encoder.name=",
+        "k_min": "the MIN of --k-range",
+        "k_max": "the MAX of --k-range",
+    },
+}
+_DEFAULT_OPTIONS = {
+    "data.data_dir": "--data-dir",
+    "clusters": "--clusters",
+    "encoder.name": "--encoder",
+}
+_COMMAND: ContextVar[str | None] = ContextVar("deepclust_command", default=None)
+
+
+@contextmanager
+def command(name: str) -> Iterator[None]:
+    """Messages raised inside name the options of CLI command `name` (see `option`)."""
+    token = _COMMAND.set(name)
+    try:
+        yield
+    finally:
+        _COMMAND.reset(token)
+
+
+def option(key: str, value: object = None) -> str:
+    """How the command in use sets config `key` (to `value`): '--clusters 10' under `train`,
+    '--k 10' under `cluster`, '--set encoder.name=hf:x' where there is no --encoder."""
+    used = _OPTIONS.get(_COMMAND.get() or "", {})
+    name = used.get(key) or _DEFAULT_OPTIONS.get(key, key)
+    if value is None:
+        return name
+    return f"{name}{'' if name.endswith('=') else ' '}{value}"
+
+
+def counted(n: int, word: str, plural: str | None = None) -> str:
+    """'1 image', '2 images', '1,000 images': a count with its noun in the right number."""
+    return f"{n:,} {word if n == 1 else plural or word + 's'}"
 
 
 class OutputError(DeepclustError):

@@ -1,14 +1,19 @@
-"""Progress bars: one switch for every bar in deepclust.
+"""Progress bars and notes: what deepclust tells the user while it works.
 
 `--no-progress` on any command sets DEEPCLUST_NO_PROGRESS=1, which every bar made here
-obeys; bars also stay silent for work too short to be worth one.
+obeys; bars also stay silent for work too short to be worth one. `note` is a
+DeepclustWarning (tests and library users catch it like any warning); `one_line_notes`
+makes the CLI print each as one `warning: ...` line to stderr, once per message.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable
 from typing import Any
+
+from deepclust.errors import DeepclustWarning
 
 ENV = "DEEPCLUST_NO_PROGRESS"
 
@@ -46,3 +51,26 @@ def bar(
         dynamic_ncols=True,
         initial=initial,
     )
+
+
+def note(message: str) -> None:
+    """Tell the user something they should act on (a DeepclustWarning; see one_line_notes)."""
+    warnings.warn(message, DeepclustWarning, stacklevel=2)
+
+
+_shown_notes: set[str] = set()
+
+
+def _one_line(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    if not issubclass(category, DeepclustWarning):
+        return warnings._formatwarning_orig(message, category, *args, **kwargs)  # type: ignore[attr-defined]
+    text = str(message)
+    if text in _shown_notes:  # the same note from another call site (e.g. train, then report)
+        return ""
+    _shown_notes.add(text)
+    return f"warning: {text}\n"
+
+
+def one_line_notes() -> None:
+    """Show notes as one `warning: ...` line each, no source line, each message once."""
+    warnings.formatwarning = _one_line

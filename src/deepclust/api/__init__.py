@@ -9,13 +9,14 @@ Or, as a scikit-learn estimator: api.DeepClusterer(k=10).fit("photos/").labels_
 
 One module per verb: runs.py (make_config, resume_config, load_run and the run folder's
 files), training.py (train, train_seeds), evaluation.py, prediction.py, selection.py,
-robustness.py (shift), reporting.py (report), clustering.py (cluster, estimate_k) and
-estimator.py (DeepClusterer). This facade is the public surface; its names do not move.
+robustness.py (shift), reporting.py (report), exporting.py (export), clustering.py
+(cluster, estimate_k) and estimator.py (DeepClusterer). This facade is the public surface; its names do not move.
 """
 
 from deepclust.api.clustering import cluster, estimate_k
 from deepclust.api.estimator import DeepClusterer
 from deepclust.api.evaluation import evaluate, evaluate_protocols
+from deepclust.api.exporting import export
 from deepclust.api.prediction import features_path, predict
 from deepclust.api.reporting import report
 from deepclust.api.robustness import shift
@@ -44,6 +45,7 @@ __all__ = [
     "evaluate",
     "evaluate_protocols",
     "expand_run_dirs",
+    "export",
     "features_path",
     "label_free_scores",
     "load_run",

@@ -11,6 +11,7 @@ clone work); fit writes an ordinary run folder (`run_dir_`) that every CLI comma
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -61,11 +62,30 @@ def write_images(images: np.ndarray, folder: Path) -> list[Path]:
 
 
 def is_folder_input(x: Any) -> bool:
+    """A folder or one image file."""
     return isinstance(x, str | Path)
 
 
+def is_path_list(x: Any) -> bool:
+    """A non-empty list or tuple of image file paths."""
+    return isinstance(x, list | tuple) and len(x) > 0 and all(map(is_folder_input, x))
+
+
+def link_images(paths: list[str | Path], folder: Path) -> list[str]:
+    """folder/000000<ext> ... as links to `paths` (in order), so that a list of files can be
+    fitted as a folder; returns the absolute originals, row i = link i."""
+    folder.mkdir(parents=True, exist_ok=True)
+    originals = [os.path.abspath(p) for p in paths]
+    width = max(6, len(str(len(paths))))
+    for i, source in enumerate(originals):
+        if not Path(source).is_file():
+            raise DataError(f"'{source}' does not exist: give image files, a folder or an array.")
+        os.symlink(source, folder / f"{i:0{width}d}{Path(source).suffix.lower()}")
+    return originals
+
+
 class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
-    """Cluster images (a folder, or an array [N, H, W(, C)]) with a deep method's heads on
+    """Cluster images (a folder, a list of files, or an array [N, H, W(, C)]) with a deep method's heads on
     a frozen encoder's features.
 
     method: a method with a frozen config (imc-swav, the default recipe); encoder: an
@@ -101,14 +121,15 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         self.progress = progress
 
     def fit(self, X: Any, y: None = None) -> DeepClusterer:
-        """Train on X (a folder of images, or an image array); y is ignored."""
+        """Train on X (a folder of images, a list of image files, or an image array); y is
+        ignored."""
         from deepclust.photo_folder import cluster_folder, read_predictions
 
         work = Path(self.out) if self.out is not None else Path(tempfile.mkdtemp(prefix="dc-"))
-        if is_folder_input(X):
-            folder = Path(X)
-        else:
-            folder = work / "images"
+        folder, originals = (Path(X), None) if is_folder_input(X) else (work / "images", None)
+        if is_path_list(X):
+            originals = link_images(list(X), folder)
+        elif not is_folder_input(X):
             write_images(check_image_array(X), folder)
         overrides = [("train.progress", self.progress), *(self.overrides or {}).items()]
         if self.encoder is not None:
@@ -128,6 +149,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
         order = np.argsort(paths, kind="stable") if not is_folder_input(X) else None
         self.labels_ = np.asarray(clusters)[order] if order is not None else np.asarray(clusters)
         self.paths_ = [paths[i] for i in order] if order is not None else paths
+        if originals is not None:  # the links' numbers are the list's order
+            self.paths_ = [originals[int(Path(p).stem)] for p in self.paths_]
         self.run_dir_ = result.run_dir
         self.summary_ = result.summary
         self.n_clusters_ = int(result.summary["num_clusters"])
@@ -136,10 +159,11 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
 
     def _images(self, X: Any, run: LoadedRun, tmp: str) -> ImageSet:
         """X at the run's image size, decoded as training decoded it (same resize and crop)."""
-        if is_folder_input(X):
-            if not Path(X).exists():
-                raise DataError(f"'{X}' does not exist: give a folder or file of images.")
-            paths = [X]
+        if is_folder_input(X) or is_path_list(X):
+            paths = [X] if is_folder_input(X) else list(X)
+            for p in paths:
+                if not Path(p).exists():
+                    raise DataError(f"'{p}' does not exist: give a folder or files of images.")
         else:
             paths = write_images(check_image_array(X), Path(tmp))
         return load_image_paths(paths, image_size=run.meta["image_size"], bad_images="skip")

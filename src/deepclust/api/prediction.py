@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def predict(
     images = load_image_paths(paths, image_size=run.meta["image_size"], bad_images=bad_images)
     probs = run.predict_proba(images)
     names = read_cluster_names(run.run_dir, probs.shape[1])  # e.g. SIC's nearest nouns
-    rows = prediction_rows(probs, images.paths, None, names)
+    files = [os.path.abspath(p) for p in images.paths]  # as `cluster` writes them
+    rows = prediction_rows(probs, files, None, names)
     if out is not None:
         write_predictions_csv(out, rows)
         if features:

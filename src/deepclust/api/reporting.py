@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,67 @@ from deepclust.api.runs import (
 from deepclust.data.store import ImageSet
 from deepclust.engine.files import write_atomic
 from deepclust.engine.runfolder import read_run_json
-from deepclust.errors import ConfigError, DeepclustError
+from deepclust.errors import ConfigError, DeepclustError, RunFolderError, counted
 from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
 
 
-def _stored_predictions(run_dir: Path, n: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """(clusters, confidence) from predictions.csv when it covers the n evaluation images."""
+def _stored_predictions(
+    run_dir: Path, data: ImageSet, k: int
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
+    """((clusters, confidence) of predictions.csv in `data`'s order, or None when they do not
+    cover its images; a line saying what no longer matches, or None).
+
+    Rows pair by path where both have paths (renamed or added files never borrow another
+    photo's cluster); otherwise by position when the counts agree. The stored values are
+    checked first (evaluation/predictions.stored_assignments).
+    """
     path = run_dir / "predictions.csv"
     if not path.is_file():
-        return None
+        return None, None
     rows = read_predictions_csv(path)
-    if len(rows) != n:
-        return None
-    clusters, confidence = stored_assignments(path, rows, k)
-    return np.array(clusters, dtype=np.int64), np.array(confidence)
+    clusters, confidence = (np.asarray(v) for v in stored_assignments(path, rows, k))
+    if data.paths and rows and rows[0].get("path"):
+        position = {r["path"]: i for i, r in enumerate(rows)}
+        gone = len(set(position) - set(data.paths))
+        new = sum(p not in position for p in data.paths)
+        if gone or new:
+            return None, (
+                f"{counted(gone, 'photo')} in the run's predictions are missing from the folder, "
+                f"{new:,} new {'one is' if new == 1 else 'ones are'} not in the run: "
+                "the report predicts the folder's photos again."
+            )
+        order = np.array([position[p] for p in data.paths], dtype=np.int64)
+        return (clusters[order].astype(np.int64), confidence[order]), None
+    if len(rows) != len(data):
+        return None, None
+    return (clusters.astype(np.int64), confidence), None
+
+
+def _predictions(
+    run: LoadedRun, data: ImageSet, tell: Callable[[str], None]
+) -> tuple[tuple[np.ndarray, np.ndarray], str | None]:
+    """(clusters, confidence) of `data`: the stored ones where they still match, else
+    predicted again; and the line saying what no longer matched (also told), or None."""
+    stored, mismatch = _stored_predictions(run.run_dir, data, run.meta["num_clusters"])
+    if mismatch is not None:
+        tell(f"warning: {mismatch}")
+    if stored is None:
+        conf, cl = run.predict_proba(data).max(1)
+        stored = (cl.numpy(), conf.numpy())
+    return stored, mismatch
+
+
+def _photo_folder(run: LoadedRun, summary: dict[str, Any], data_dir: str | None) -> str:
+    """The folder `report` reads the run's images from (embedded in the page); a run made on
+    another host must name it with --data-dir (its config could name any folder)."""
+    host = summary.get("host")
+    if data_dir is None and host is not None and host != socket.gethostname():
+        raise RunFolderError(
+            f"'{run.run_dir}' was made on another machine ({host}) and its config names "
+            f"{run.config.data.data_dir or 'the dataset default'} for the images that the "
+            "report embeds: pass --data-dir with the folder that holds the run's images here."
+        )
+    return run.config.data.data_dir or f"the default folder of '{run.config.dataset}'"
 
 
 def _metric_rows(
@@ -124,12 +173,14 @@ def report(
     max_points: int = 2000,
     protocols: str = "run",
     data_dir: str | None = None,
+    tell: Callable[[str], None] | None = None,
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
     embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
-    evaluate_protocols).
+    evaluate_protocols). tell: given the folder the images are read from, and what no longer
+    matches the stored predictions.
     """
     from deepclust.choose_k import read_estimate
     from deepclust.evaluation import report as rep
@@ -137,14 +188,13 @@ def report(
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
     run_dir = Path(run_dir)
+    tell = tell or (lambda _line: None)
     run = load_run(run_dir, device, data_dir)
+    summary = read_summary(run_dir)
+    tell(f"reading the run's images from {_photo_folder(run, summary, data_dir)}")
     data = run.load_split()
     k = run.meta["num_clusters"]
-    summary = read_summary(run_dir)
-    stored = _stored_predictions(run_dir, len(data), k)
-    if stored is None:
-        conf, cl = run.predict_proba(data).max(1)
-        stored = (cl.numpy(), conf.numpy())
+    stored, mismatch = _predictions(run, data, tell)
     rows = _metric_rows(run, data, summary, protocols)
     points, index = _embedding(run, data, embedding, max_points)
     records = read_jsonl(run_dir / "metrics.jsonl")
@@ -166,7 +216,8 @@ def report(
             eval_records=[r for r in records if r.get("event") == "eval"],
             shift=read_run_json(run_dir / "shift.json"),
             per_cluster=per_cluster,
-            warnings=list(summary.get("warnings", [])),
+            warnings=list(summary.get("warnings", [])) + ([mismatch] if mismatch else []),
+            skipped=summary.get("skipped_images"),
             k_estimate=read_estimate(run_dir),
             paths=list(data.paths) if data.paths else None,
         )

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.sparse import csr_matrix, diags
 
-from deepclust.errors import ConfigError, unknown_name
+from deepclust.errors import ConfigError, option, unknown_name
 
 MAX_SAMPLES = 4000  # rows an estimator works on at most (a seeded random subsample beyond)
 PCA_DIMS = 64  # dimensions kept after centring and L2 normalisation
@@ -124,14 +124,18 @@ def parse_k_range(text: str) -> tuple[int, int]:
 
 def _check_range(k_min: int, k_max: int, n: int | None = None) -> None:
     if k_min < 2:
-        raise ConfigError(f"k_min is {k_min}: the smallest K worth trying is 2, use k_min >= 2.")
+        raise ConfigError(
+            f"k_min is {k_min}: the smallest K worth trying is 2, use {option('k_min')} >= 2."
+        )
     if k_min > k_max:
         raise ConfigError(
-            f"k_min ({k_min}) is larger than k_max ({k_max}): give k_min <= k_max, e.g. 2:30."
+            f"k_min ({k_min}) is larger than k_max ({k_max}): give {option('k_min')} <= "
+            f"{option('k_max')}, e.g. 2:30."
         )
     if n is not None and k_max > n:
         raise ConfigError(
-            f"k_max ({k_max}) is larger than the number of images ({n}): use k_max <= {n}."
+            f"k_max ({k_max}) is larger than the number of images ({n}): use "
+            f"{option('k_max')} <= {n}."
         )
 
 
@@ -147,7 +151,7 @@ def _check_input(features: np.ndarray, k_min: int, k_max: int | None) -> tuple[n
     if n < needed:
         raise ConfigError(
             f"only {n} images: estimating K from {k_min} up needs at least {needed} "
-            f"({MIN_PER_CLUSTER} per cluster); add images or lower k_min."
+            f"({MIN_PER_CLUSTER} per cluster); add images or lower {option('k_min')}."
         )
     if k_max is None:
         k_max = max(k_min, default_k_max(n))
@@ -155,7 +159,7 @@ def _check_input(features: np.ndarray, k_min: int, k_max: int | None) -> tuple[n
     if n < MIN_PER_CLUSTER * k_max:
         raise ConfigError(
             f"only {n} images for up to {k_max} clusters: need {MIN_PER_CLUSTER} per cluster, "
-            f"so lower k_max to {n // MIN_PER_CLUSTER} or add images."
+            f"so lower {option('k_max')} to {n // MIN_PER_CLUSTER} or add images."
         )
     if not np.isfinite(x).all():
         raise ConfigError("features contain NaN or infinite values: fix the features first.")

@@ -25,7 +25,7 @@ import torch
 from deepclust.data import disk_store, readers
 from deepclust.data.store import ImageSet
 from deepclust.data.synsets import SUBSETS
-from deepclust.errors import ConfigError, DataError, DeepclustError
+from deepclust.errors import ConfigError, DataError, DeepclustError, option
 from deepclust.registry import Registry
 
 PROTOCOLS: tuple[str, ...] = ("train-test", "all")
@@ -349,6 +349,7 @@ def _decoded_imageset(
         class_names,
         [os.path.join(base, rel_paths[i]) for i in kept],
         name,
+        list(dec.skipped),
     )
 
 
@@ -540,8 +541,8 @@ def _imagenet_reader(subset: str) -> Callable[[Path, str, ReadOptions], ImageSet
         if missing:
             raise DataError(
                 f"{base} lacks the class folder(s) {', '.join(missing)} needed by {subset} "
-                f"(expected {base / missing[0]}/*.JPEG). Point --data-dir at an ImageNet folder "
-                "with class-sorted train/ (and val/) folders."
+                f"(expected {base / missing[0]}/*.JPEG). Point {option('data.data_dir')} at an ImageNet "
+                "folder with class-sorted train/ (and val/) folders."
             )
         rels: list[str] = []
         labels: list[int] = []
@@ -585,9 +586,13 @@ def _folder_available(root: Path) -> tuple[str, ...]:
 
 
 def _holds_an_image(folder: Path) -> bool:
-    """Whether any image file lies in folder or below it (stops at the first)."""
-    for _, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+    """Whether any image file lies in folder or below it (stops at the first; each real
+    folder once, so link loops end)."""
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")] if real not in seen else []
+        seen.add(real)
         if any(readers.is_image_file(f) for f in filenames):
             return True
     return False
@@ -609,7 +614,7 @@ def _no_images(folder: Path) -> DataError:
     return DataError(
         f"no images found in {folder.resolve()}: looked for files ending in {readers.extensions_text()} "
         "(any case), directly inside it or in class sub-folders. Put the images there, or point "
-        "--data-dir at the folder that holds them."
+        f"{option('data.data_dir')} at the folder that holds them."
     )
 
 
@@ -867,7 +872,7 @@ _register(
             None,
             None,
             "imagefolder",
-            "point --data-dir at a folder of class folders (or of train/ and test/ folders, or "
+            f"point {option('data.data_dir')} at a folder of class folders (or of train/ and test/ folders, or "
             f"of images); image files end in {readers.extensions_text()}",
         ),
         _read_imagefolder,
@@ -887,7 +892,7 @@ _register(
             None,
             None,
             "photos",
-            f"point --data-dir at a folder of images ({readers.extensions_text()})",
+            f"point {option('data.data_dir')} at a folder of images ({readers.extensions_text()})",
         ),
         _read_photos,
         lambda folder: folder,

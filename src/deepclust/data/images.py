@@ -19,16 +19,17 @@ from deepclust.errors import DataError
 
 
 def expand_paths(paths: Sequence[str | Path]) -> list[str]:
-    """Image files named directly, plus every image under named folders (recursively, sorted)."""
+    """Image files named directly (any name with an image extension), plus every image under
+    named folders (recursively, sorted; hidden names below the folder are left out)."""
     files: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
             files += [str(p / rel) for rel in images_in(p, recursive=True)]
         elif p.is_file():
-            files.append(str(p))
+            if is_image_file(p.name.lstrip(".")):  # a name the user typed is never hidden
+                files.append(str(p))
         else:
             raise DataError(f"'{p}' does not exist: give image files or folders of images.")
-    files = [f for f in files if is_image_file(f)]
     if not files:
         raise DataError(
             f"no images found in {', '.join(map(str, paths))} (looked for {extensions_text()})."
@@ -47,4 +48,5 @@ def load_image_paths(
         raise DataError(f"none of the {len(files)} image files could be read.")
     kept = [files[i] for i in dec.kept.tolist()]
     images = torch.from_numpy(dec.images)
-    return ImageSet(images, torch.full((len(kept),), -1, dtype=torch.long), [], kept, "predict")
+    labels = torch.full((len(kept),), -1, dtype=torch.long)
+    return ImageSet(images, labels, [], kept, "predict", list(dec.skipped))

@@ -26,10 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageOps
 
+from deepclust.config import max_pixels
 from deepclust.errors import ConfigError, DataError
 from deepclust.progress import bar as progress_bar
+from deepclust.progress import note
+
+# deepclust checks its own cap (config.max_pixels) from the header of every image it opens;
+# PIL's check would warn from inside the decoding threads, or refuse what --max-pixels allows.
+Image.MAX_IMAGE_PIXELS = None
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -42,7 +48,7 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".tiff",
 )
 BAD_IMAGE_MODES: tuple[str, ...] = ("skip", "fail")
-CACHE_VERSION = 2  # bump when decoding or resizing changes, so old cache files are not reused
+CACHE_VERSION = 3  # 3: EXIF orientation applied. Bump when decoding or resizing changes, so old cache files are not reused
 _SHOWN_BAD = 5  # how many skipped files a warning names
 
 
@@ -265,18 +271,38 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def decode_image(path: str, size: int | None) -> np.ndarray:
-    """Decode one image file fully -> uint8 [H, W, 3]; resized/cropped when size is given.
+ORIENTATION = 0x0112  # the EXIF tag
 
-    Raises whatever PIL raises for unreadable or truncated files (the caller decides).
+
+class TooManyPixels(DataError):
+    """An image over the pixel cap, refused from its header (the decoder skips it)."""
+
+
+def check_pixels(im: Image.Image, cap: int) -> None:
+    w, h = im.size
+    if w * h > cap:
+        raise TooManyPixels(
+            f"{w}x{h} = {w * h:,} pixels, over the limit of {cap:,}; raise it with "
+            "--max-pixels N if the image is meant"
+        )
+
+
+def decode_image(path: str, size: int | None, cap: int | None = None) -> np.ndarray:
+    """Decode one image file fully -> uint8 [H, W, 3], turned upright by its EXIF
+    orientation; resized/cropped when size is given. cap: the pixel cap (config.max_pixels).
+
+    Raises TooManyPixels, or whatever PIL raises for unreadable or truncated files.
     """
     with Image.open(path) as im:
+        check_pixels(im, cap or max_pixels())
         if size is not None and im.format == "JPEG":
             w, h = im.size
             scale = size / min(w, h)
             if scale < 1:  # let libjpeg decode at a reduced scale that still covers `size`
                 im.draft("RGB", (int(np.ceil(w * scale)), int(np.ceil(h * scale))))
         im.load()
+        if im.getexif().get(ORIENTATION, 1) != 1:  # a phone photo taken sideways
+            im = ImageOps.exif_transpose(im)
         rgb = to_rgb(im)
     if size is not None:
         rgb = fit_image(rgb, size)
@@ -353,6 +379,7 @@ def decode_files(
     `skipped` (bad_images="skip"; the caller warns).
     """
     check_bad_images(bad_images)
+    max_pixels()  # a bad --max-pixels is one error here, not a reason to skip every file
     n = len(paths)
     skipped: dict[int, str] = {}
     first, probe = 0, None
@@ -415,10 +442,9 @@ def warn_skipped(skipped: list[tuple[str, str]], where: str) -> None:
         return
     shown = "; ".join(f"{p} ({r})" for p, r in skipped[:_SHOWN_BAD])
     more = f"; and {len(skipped) - _SHOWN_BAD} more" if len(skipped) > _SHOWN_BAD else ""
-    warnings.warn(
+    note(
         f"skipped {len(skipped)} unreadable image file(s) in {where}: {shown}{more}. "
-        "Replace or delete them, or use bad_images='fail' to stop at the first one.",
-        stacklevel=3,
+        "Replace or delete them, or use bad_images='fail' to stop at the first one."
     )
 
 
@@ -438,12 +464,17 @@ def cache_dir() -> Path | None:
 
 
 def cache_key(root: Path, rel_paths: Sequence[str], size: int | None) -> str:
-    """Hash of the root, every file's relative path, byte size and mtime, and the size."""
+    """Hash of the root, every file's relative path, byte size and mtime, the size and the
+    pixel cap (which decides what is skipped)."""
     h = hashlib.sha256()
-    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), size]).encode())
+    h.update(json.dumps([CACHE_VERSION, str(root.resolve()), size, max_pixels()]).encode())
     base = str(root)
     for rel in rel_paths:
-        st = os.stat(os.path.join(base, rel))
+        try:
+            st = os.stat(os.path.join(base, rel))
+        except OSError:  # a broken link: the decoder skips it
+            h.update(f"\0{rel}\0broken".encode())
+            continue
         h.update(f"\0{rel}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
 
@@ -525,23 +556,101 @@ def load_image_files(
 # --------------------------------------------------------------------------- folder listings
 
 
+# A folder holding config.yaml and one of these is a deepclust run folder (engine/runfolder.py):
+# its clusters/ export links back to the photos, so it is never read as photos.
+RUN_FOLDER_MARKERS = ("summary.json", ".deepclust.lock", "last.pt", "previous.pt")
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    folder = Path(folder)
+    return (folder / "config.yaml").is_file() and any(
+        (folder / m).exists() for m in RUN_FOLDER_MARKERS
+    )
+
+
+def _problem(entry: os.DirEntry[str]) -> str | None:
+    """Why an entry cannot be read (a dangling or self-looping link), or None."""
+    if not entry.is_symlink():  # scandir's own type, no extra system call
+        return None
+    try:
+        os.stat(entry.path)
+    except OSError as exc:
+        return f"a broken link: {exc.strerror}"
+    return None
+
+
+def _scan(path: str) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """(image file names, sub-folder names, (path, reason) of unreadable entries), sorted;
+    hidden names are left out. A broken link with an image name is listed as a file, so the
+    decoder skips it with the unreadable images."""
+    files, dirs, bad = [], [], []
+    with os.scandir(path) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    for e in entries:
+        problem = _problem(e)
+        if problem is not None and is_image_file(e.name):
+            files.append(e.name)
+        elif problem is not None:
+            bad.append((e.path, problem))
+        elif e.is_dir():
+            dirs.append(e.name)
+        elif e.is_file() and is_image_file(e.name):
+            files.append(e.name)
+    return files, dirs, bad
+
+
+def list_images(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(image files under folder as posix paths relative to it, unreadable entries).
+
+    The tree is walked once by real path: a folder reached again through a link (a loop, a
+    second link) is not read again, a file reached twice is listed once, and deepclust's own
+    run folders (with their clusters/ exports) are never read. Order is os.walk's, sorted.
+    """
+    found: list[str] = []
+    bad: list[tuple[str, str]] = []
+    seen_dirs: set[str] = set()
+    seen_files: set[str] = set()
+    stack = [(str(folder), "")]
+    while stack:
+        path, prefix = stack.pop()
+        real = os.path.realpath(path)
+        if real in seen_dirs or (prefix and is_run_folder(path)):
+            continue
+        seen_dirs.add(real)
+        try:
+            files, dirs, unreadable = _scan(path)
+        except OSError as exc:
+            bad.append((path, f"an unreadable folder: {exc.strerror}"))
+            continue
+        bad += unreadable
+        for f in files:
+            if (real_file := os.path.realpath(os.path.join(path, f))) not in seen_files:
+                seen_files.add(real_file)
+                found.append(prefix + f)
+        stack += [(os.path.join(path, d), f"{prefix}{d}/") for d in reversed(dirs)]
+    return found, bad
+
+
 def images_in(folder: Path, recursive: bool = False) -> list[str]:
-    """Image files in folder as sorted posix paths relative to it (hidden entries ignored)."""
+    """Image files in folder as sorted posix paths relative to it (hidden entries ignored);
+    recursive: see list_images, whose unreadable entries get the skip note."""
     if not recursive:
         with os.scandir(folder) as it:
             return sorted(e.name for e in it if is_image_file(e.name) and e.is_file())
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        rel = os.path.relpath(dirpath, folder)
-        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-        found.extend(prefix + f for f in sorted(filenames) if is_image_file(f))
+    found, bad = list_images(folder)
+    warn_skipped(bad, str(folder))
     return found
+
+
+# Images whose shorter side is below this say nothing about what they show (icons, tracking
+# pixels): they are still read and clustered, but never set the stored side of a collection.
+MIN_MEANINGFUL_SIDE = 16
 
 
 def typical_shorter_side(paths: Sequence[str], sample: int = 200) -> int | None:
     """The median shorter side (px) of up to `sample` evenly spaced files, read from their
-    headers only (no decoding); None when none can be opened."""
+    headers only (no decoding), leaving out sides below MIN_MEANINGFUL_SIDE (with a note)
+    unless all are below it; None when none can be opened."""
     step = max(1, len(paths) // sample)
     sides = []
     for path in paths[::step][:sample]:
@@ -550,7 +659,14 @@ def typical_shorter_side(paths: Sequence[str], sample: int = 200) -> int | None:
                 sides.append(min(im.size))
         except Exception:  # unreadable files are reported by the decoder
             continue
-    return int(np.median(sides)) if sides else None
+    meaningful = [s for s in sides if s >= MIN_MEANINGFUL_SIDE] or sides  # all tiny: by design
+    if len(meaningful) < len(sides):
+        note(
+            f"{len(sides) - len(meaningful)} of the {len(sides)} images sampled are smaller than "
+            f"{MIN_MEANINGFUL_SIDE} px (shorter side): the stored size ignores them, and they are "
+            "read upscaled. Remove them if they are icons or thumbnails rather than photos."
+        )
+    return int(np.median(meaningful)) if meaningful else None
 
 
 def class_folders(folder: Path) -> list[str]:

@@ -15,6 +15,7 @@ class ImageSet:
     labels: int64 [N], -1 where the image has no label (labels are used only for evaluation)
     class_names: names of the label ids 0..C-1 (empty for unlabelled data)
     paths: source file of each image where there is one (reports, predictions), else None
+    skipped: (path, reason) of the files that could not be read and were left out
     """
 
     images: torch.Tensor
@@ -22,6 +23,7 @@ class ImageSet:
     class_names: list[str] = field(default_factory=list)
     paths: list[str] | None = None
     name: str = ""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -55,7 +57,12 @@ class ImageSet:
         index = torch.as_tensor(index, dtype=torch.long)
         paths = [self.paths[i] for i in index.tolist()] if self.paths is not None else None
         return ImageSet(
-            self.images[index], self.labels[index], list(self.class_names), paths, self.name
+            self.images[index],
+            self.labels[index],
+            list(self.class_names),
+            paths,
+            self.name,
+            list(self.skipped),
         )
 
     @staticmethod
@@ -79,4 +86,5 @@ class ImageSet:
             list(class_names),
             paths,
             name if name is not None else "+".join(s.name for s in sets),
+            [bad for s in sets for bad in s.skipped],
         )

@@ -13,6 +13,8 @@ no code).
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -25,7 +27,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from deepclust.data.readers import cache_root
 from deepclust.data.store import ImageSet
@@ -109,17 +111,83 @@ def extract_features(
         return job.in_memory(progress)
     key = cache_key(encoder, kind, images.images)
     target, partial = folder / f"{key}.safetensors", folder / f"{key}.partial"
-    if not target.exists():
-        share = chunk_share(len(images), rank(), world_size())
-        ok = _writable(partial) and job.to_files(partial, share, progress)
-        if not _all_saved(ok):
-            return job.in_memory(progress)
-        files = _chunk_files(partial, len(images))  # every process checks: all fail together
-        if rank() == 0:
-            job.merge(files, target)
-            shutil.rmtree(partial, ignore_errors=True)
+    # another run extracting the same features holds the key's lock: wait for its file
+    with _KeyLock(folder / f".{key}.lock", rank() == 0) as lock:
         barrier()
+        if not target.exists():
+            features = _extract_to_cache(job, target, partial, progress)
+            if features is not None:
+                return features
+        lock.done = True
     return open_mapped(target, "features")
+
+
+def _extract_to_cache(
+    job: _Extraction, target: Path, partial: Path, progress: bool
+) -> torch.Tensor | None:
+    """Extract into chunk files and join them into target; None when that worked, else the
+    features held in memory (the cache could not be written, e.g. a full disk: one warning)."""
+    n = len(job.images)
+    share = chunk_share(n, rank(), world_size())
+    ok = _writable(partial) and job.to_files(partial, share, progress)
+    if not _all_saved(ok):
+        return job.in_memory(progress)
+    files = _chunk_files(partial, n)  # every process checks: all fail together
+    merged = rank() != 0 or _try_merge(job, files, target)
+    if not _all_saved(merged):  # the chunks stay: a later run joins them without extracting
+        return read_chunks(files, job.encoder.feature_dim)
+    if rank() == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    barrier()
+    return None
+
+
+def _try_merge(job: _Extraction, files: list[Path], target: Path) -> bool:
+    """job.merge, or False with one warning naming the file and the space it needs."""
+    try:
+        job.merge(files, target)
+    except OSError as e:
+        need = len(job.images) * job.encoder.feature_dim * 4
+        _warn_no_cache(target, e, need, f"the extracted chunks stay in {files[0].parent}")
+        return False
+    return True
+
+
+def read_chunks(files: list[Path], dim: int) -> torch.Tensor:
+    """The features of chunk files, joined in memory."""
+    parts = [load_file(str(f))["features"] for f in files]
+    return torch.cat(parts) if parts else torch.empty(0, dim)
+
+
+class _KeyLock:
+    """An flock on a cache key's lock file, held while its features are extracted, so that a
+    second run waits for the first one's file instead of extracting the same chunks. The
+    kernel releases it when the holder dies (a killed run's lock is never stale). Without
+    flock (some network file systems), or when `take` is False, it does nothing."""
+
+    def __init__(self, path: Path, take: bool) -> None:
+        self.path, self.take, self.fd, self.done = path, take, None, False
+
+    def __enter__(self) -> _KeyLock:
+        if not self.take:
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)  # waits while another run extracts
+        except OSError:  # no flock here, or an unwritable folder: run unlocked
+            self._close()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None and self.done:
+            self.path.unlink(missing_ok=True)  # its file exists: later runs need no lock
+        self._close()
+
+    def _close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def chunk_share(n: int, rank: int, world: int) -> list[int]:
@@ -188,8 +256,11 @@ class _Extraction:
     def to_files(self, partial: Path, chunks: list[int], progress: bool) -> bool:
         """Extract `chunks` into partial/<c>.safetensors, skipping those a killed run saved;
         False when a file could not be written."""
-        todo = [c for c in chunks if not _chunk_path(partial, c).exists()]
-        n, world = len(self.images), world_size()
+        n = len(self.images)
+        todo = [
+            c for c in chunks if not _chunk_ok(_chunk_path(partial, c), min(CHUNK, n - c * CHUNK))
+        ]
+        world = world_size()
         done = sum(min(CHUNK, n - c * CHUNK) for c in chunks if c not in todo)
         shown = progress and rank() == 0
         with self.running(-(-n // world) if world > 1 else n, shown, done) as bar:
@@ -228,6 +299,20 @@ def _chunk_files(partial: Path, n: int) -> list[Path]:
             "that all nodes share."
         )
     return files
+
+
+def _chunk_ok(path: Path, rows: int) -> bool:
+    """Whether a saved chunk file holds its rows; a damaged one is removed (extracted again)."""
+    if not path.exists():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            if f.get_slice("features").get_shape()[0] == rows:
+                return True
+    except (OSError, SafetensorError):
+        pass
+    path.unlink(missing_ok=True)
+    return False
 
 
 def _chunk_path(partial: Path, c: int) -> Path:
@@ -318,13 +403,27 @@ def save_atomic(
         tmp.unlink(missing_ok=True)
 
 
-def _warn_no_cache(path: Path, error: Exception) -> None:
+def _warn_no_cache(
+    path: Path, error: Exception, need: int | None = None, kept: str | None = None
+) -> None:
+    """One warning: the cache file that could not be written, why, and (a full disk) the
+    space it needs; extraction goes on in memory."""
+    why = getattr(error, "strerror", None) or str(error)
+    problem = f"is not writable ({path}: {why})"
+    if getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) and need is not None:
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        problem = f"is full: {path} needs {_size(need)}, {_size(free)} are free ({why})"
+    more = f"; {kept}" if kept else ""
     warnings.warn(
-        f"the feature cache {path.parent} is not writable ({error}); running without it, so "
-        "features are extracted again next time. Set DEEPCLUST_CACHE to a writable folder, "
-        "or DEEPCLUST_NO_CACHE=1.",
+        f"the feature cache {path.parent} {problem}; running without it{more}, so features "
+        "are extracted again next time. Free space or set DEEPCLUST_CACHE to a writable "
+        "folder, or DEEPCLUST_NO_CACHE=1.",
         stacklevel=4,
     )
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MB" if n >= 2**20 // 10 else f"{-(-n // 1024)} KB"
 
 
 def _writable(folder: Path) -> bool:
@@ -344,6 +443,6 @@ def _try_save(
     try:
         save_atomic(tensors, path, metadata)
     except (OSError, SafetensorError) as e:  # safetensors reports I/O errors as its own
-        _warn_no_cache(path, e)
+        _warn_no_cache(path, e, sum(t.numel() * t.element_size() for t in tensors.values()))
         return False
     return True

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from deepclust.encoders.base import ENCODERS, Encoder, EncoderEntry, EncoderRequest, register_family
-from deepclust.errors import ConfigError, DeepclustError
+from deepclust.errors import ConfigError, DeepclustError, option
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -252,7 +252,7 @@ def hf_clip_encoder(name_or_path: str, req: EncoderRequest) -> Encoder:
     except Exception as e:
         raise DeepclustError(
             f"could not load hf:{name_or_path} ({type(e).__name__}: {e}). Offline, give a local folder "
-            "saved with save_pretrained: --encoder hf:/path/to/clip-folder."
+            f"saved with save_pretrained: {option('encoder.name', 'hf:/path/to/clip-folder')}."
         ) from e
     mean, std = CLIP_MEAN, CLIP_STD
     try:

@@ -33,7 +33,7 @@ from deepclust.data.readers import cache_root
 from deepclust.data.vocabulary import vocabulary_hash
 from deepclust.encoders.base import Encoder, build_encoder
 from deepclust.encoders.pretrained import RANDOM, _HFClipImage, _import, _OpenClipImage
-from deepclust.errors import ConfigError, DeepclustError
+from deepclust.errors import ConfigError, DeepclustError, option
 
 
 class TextEncoder(ABC):
@@ -74,7 +74,7 @@ class HFClipText(TextEncoder):
             raise DeepclustError(
                 f"could not load the text tower of hf:{self.source} ({type(e).__name__}: {e}). "
                 "Offline, give a folder holding a CLIPModel and its tokenizer, both saved with "
-                "save_pretrained: --encoder hf:/path/to/clip-folder."
+                f"save_pretrained: {option('encoder.name', 'hf:/path/to/clip-folder')}."
             ) from e
         self.model = model.eval().requires_grad_(False)
 

@@ -14,7 +14,7 @@ import torch
 
 from deepclust.config import RunConfig
 from deepclust.data.store import ImageSet
-from deepclust.errors import RunFolderError
+from deepclust.errors import RunFolderError, option
 
 SAMPLE = 64  # images hashed, evenly spaced over the fit set
 
@@ -64,7 +64,7 @@ def check_same_data(state: dict[str, Any], fingerprint: dict[str, Any], cfg: Run
         where = cfg.data.data_dir or f"the default folder of '{cfg.dataset}'"
         raise RunFolderError(
             f"--resume: the data in {where} differ from the run's: {'; '.join(diffs)}. Point "
-            "--data-dir at the run's images, or start a new run with another --out."
+            f"{option('data.data_dir')} at the run's images, or start a new run with another --out."
         )
 
 

@@ -2,11 +2,12 @@
 
 Columns: index (row in the scored set), path (the image file, absolute when it came from a
 folder; empty for array datasets), cluster, confidence, name (the cluster's words when the
-method names clusters, e.g. SIC; else empty) and label (the true class id when known, -1
-otherwise). confidence is, for every method, the probability the method gives the cluster
-it assigned (the largest of its K cluster probabilities). A text cell that a spreadsheet
-would take for a formula (starting with = + - @, tab or CR) is written with a leading quote
-(OWASP), which read_predictions_csv strips again, so paths round-trip.
+method names clusters, e.g. SIC; else empty) and label (the true class id when known, else
+empty; older files hold -1 there, which means the same). confidence is, for every method,
+the probability the method gives the cluster it assigned (the largest of its K cluster
+probabilities). A text cell that a spreadsheet would take for a formula (starting with
+= + - @, tab or CR) is written with a leading quote (OWASP), which read_predictions_csv
+strips again, so paths round-trip.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def prediction_rows(
             "cluster": int(c),
             "confidence": round(float(q), 4),
             "name": names.get(int(c), ""),
-            "label": int(labels[i]) if labels is not None else -1,
+            "label": int(labels[i]) if labels is not None and int(labels[i]) >= 0 else "",
         }
         for i, (c, q) in enumerate(zip(cluster.tolist(), conf.tolist(), strict=True))
     ]

@@ -72,6 +72,7 @@ class ReportData:
     per_cluster: int = 12
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # run-health warnings, shown first
+    skipped: dict[str, Any] | None = None  # summary.json's skipped_images: {count, files}
     paths: list[str] | None = None  # [N] image files, shown under the thumbnails
     k_estimate: dict[str, Any] | None = None  # k_estimate.json: how K was chosen (--k auto)
 
@@ -232,8 +233,27 @@ FACTS = (
 )
 
 
+def _skipped_files(skipped: dict[str, Any] | None) -> tuple[int, list[dict[str, str]]]:
+    """(how many files the run left out, the ones named) from summary.json's skipped_images."""
+    if not isinstance(skipped, dict) or not isinstance(skipped.get("count"), int):
+        return 0, []
+    files = skipped.get("files") if isinstance(skipped.get("files"), list) else []
+    named = [f for f in files if isinstance(f, dict)]
+    return skipped["count"], [
+        {"path": str(f.get("path")), "reason": str(f.get("reason"))} for f in named
+    ]
+
+
 def section_warnings(page: Page) -> dict[str, Any] | None:
-    return {"warnings": page.data.warnings} if page.data.warnings else None
+    count, files = _skipped_files(page.data.skipped)
+    if not page.data.warnings and not count:
+        return None
+    return {
+        "warnings": page.data.warnings,
+        "skipped": count,
+        "skipped_files": files,
+        "skipped_more": count - len(files),
+    }
 
 
 def section_metrics(page: Page) -> dict[str, Any]:

@@ -65,7 +65,7 @@ from deepclust.cluster.neighbours import nearest_neighbours
 from deepclust.data.views import CropSpec, ViewSpec
 from deepclust.encoders.base import Encoder
 from deepclust.engine.distributed import rank, rank_zero_first, world_size
-from deepclust.errors import ConfigError
+from deepclust.errors import ConfigError, option
 from deepclust.losses import float32_maths
 from deepclust.losses.semantic import (
     confident_image_centres,
@@ -131,8 +131,8 @@ class SIC(Method):
         if encoder.trainable:
             raise ConfigError(
                 "sic trains a head on the features of a frozen pretrained encoder: use "
-                "--encoder open_clip:ViT-B-32 (the paper's CLIP), hf:<CLIP name or folder>, or an "
-                "image-only one such as efficientnet_lite0."
+                f"{option('encoder.name', 'open_clip:ViT-B-32')} (the paper's CLIP), "
+                "hf:<CLIP name or folder>, or an image-only one such as efficientnet_lite0."
             )
         dim = encoder.feature_dim
         self.head = nn.Linear(dim, num_clusters)

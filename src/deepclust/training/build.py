@@ -17,7 +17,7 @@ from deepclust.data.views import EvalTransform, with_eval_resize
 from deepclust.encoders import build_encoder
 from deepclust.encoders.base import Encoder, set_normalisation
 from deepclust.engine.schedule import plan_steps
-from deepclust.errors import ConfigError
+from deepclust.errors import ConfigError, option
 from deepclust.methods import METHODS, Method
 from deepclust.methods.base import AuxiliaryStream
 
@@ -42,14 +42,15 @@ def resolve_num_clusters(cfg: RunConfig, fit_set: ImageSet, eval_set: ImageSet) 
         labelled = eval_set if eval_set.has_labels else fit_set
         if not labelled.has_labels:
             raise ConfigError(
-                "these images have no labels, so the number of clusters is unknown: pass --clusters K."
+                "these images have no labels, so the number of clusters is unknown: pass "
+                f"{option('clusters', 'K')}."
             )
         k = labelled.num_classes
     if k < 2:
-        raise ConfigError(f"--clusters must be at least 2; got {k}.")
+        raise ConfigError(f"{option('clusters')} must be at least 2; got {k}.")
     if k > len(fit_set):
         raise ConfigError(
-            f"--clusters {k} is larger than the number of training images ({len(fit_set)}): "
+            f"{option('clusters', k)} is larger than the number of training images ({len(fit_set)}): "
             "use fewer clusters or more images."
         )
     return k

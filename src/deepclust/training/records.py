@@ -52,6 +52,16 @@ def health_warnings(
     return schedule_warnings(plan) + prediction_warnings(probs.numpy(), trained=total > 0)
 
 
+SHOWN_SKIPPED = 20  # files named in summary.json's skipped_images (all are counted)
+
+
+def skipped_images(*sets: ImageSet) -> dict[str, Any]:
+    """summary.json's skipped_images: the files left out as unreadable, with their reasons."""
+    bad = list(dict.fromkeys(tuple(b) for s in sets for b in s.skipped))  # once, in order
+    files = [{"path": p, "reason": r} for p, r in bad[:SHOWN_SKIPPED]]
+    return {"count": len(bad), "files": files}
+
+
 def write_predictions(
     path: Path, data: ImageSet, probs: torch.Tensor, names: list[list[str]] | None
 ) -> None:

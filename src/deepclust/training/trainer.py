@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,7 +59,13 @@ from deepclust.training.build import (
     resolve_num_clusters,
     seed_everything,
 )
-from deepclust.training.records import RunLog, RunResult, health_warnings, write_predictions
+from deepclust.training.records import (
+    RunLog,
+    RunResult,
+    health_warnings,
+    skipped_images,
+    write_predictions,
+)
 from deepclust.training.resume import prepare_run_dir
 from deepclust.training.self_label import self_label
 from deepclust.training.steps import EpochViews, RunningMeans, StepBatches, optimisation_step
@@ -435,8 +442,10 @@ class Trainer:
             "seed": cfg.train.seed,
             "device": run.meta["device"],
             "torch": torch.__version__,
+            "host": socket.gethostname(),  # `report` asks for --data-dir on another machine
             "wall_time_s": round(time.time() - t_start, 2),
             "metrics": scores,
+            "skipped_images": skipped_images(run.fit_set, run.eval_set),
             "schedule": {
                 "batch_size": cfg.train.batch_size,
                 "steps": run.total_steps,
