@@ -84,7 +84,7 @@ MIXTURES = ((20, 100), (25, 60), (30, 80))  # (K, images a class)
 def class_sizes(k: int, largest: int, imbalanced: bool) -> list[int]:
     if not imbalanced:
         return [largest] * k
-    return [max(3, int(round(s))) for s in largest * np.geomspace(1.0, 0.1, k)]
+    return [max(3, round(s)) for s in largest * np.geomspace(1.0, 0.1, k)]
 
 
 def make_cases(y: np.ndarray, pool: int) -> list[dict]:
@@ -101,16 +101,31 @@ def make_cases(y: np.ndarray, pool: int) -> list[dict]:
             for c, n in zip(np.asarray(classes)[order], sizes, strict=True)
         ]
         cases.append(
-            {"name": name, "index": np.concatenate(index), "k": len(classes), "imbalanced": imbalanced}
+            {
+                "name": name,
+                "index": np.concatenate(index),
+                "k": len(classes),
+                "imbalanced": imbalanced,
+            }
         )
 
     for s, source in enumerate(SOURCES):
         classes = [c for c in members if c // 100 == s]
         for k in range(2, 11):
             per = min(BALANCED[source][k % 3], 5000 // k)
-            add(f"{source}-k{k}-bal-{per}", sorted(rng.choice(classes, k, replace=False)), per, False)
+            add(
+                f"{source}-k{k}-bal-{per}",
+                sorted(rng.choice(classes, k, replace=False)),
+                per,
+                False,
+            )
             largest = IMBALANCED_LARGEST[source]
-            add(f"{source}-k{k}-imb-{largest}", sorted(rng.choice(classes, k, replace=False)), largest, True)
+            add(
+                f"{source}-k{k}-imb-{largest}",
+                sorted(rng.choice(classes, k, replace=False)),
+                largest,
+                True,
+            )
     everything = list(members)
     for k, per in MIXTURES:
         add(f"mix-k{k}-bal-{per}", sorted(rng.choice(everything, k, replace=False)), per, False)

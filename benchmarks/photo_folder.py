@@ -213,7 +213,7 @@ def part_k_auto(flat: Path, work: Path, sizes: list[int], seeds: list[int]) -> d
     """K that `cluster --k auto` would choose (true: 10) on every folder, per estimator, from
     the features cached by the other parts (the default cache, like those runs)."""
     from deepclust.choose_k import estimate_for_config
-    from deepclust.photo_folder import recipe_config
+    from deepclust.practice.folder import recipe_config
 
     folders = [subset(flat, work, n, s) for n in sizes for s in seeds] + [flat]
     out = {}

@@ -8,7 +8,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 
-from deepclust.api import DeepClusterer
+from deepclust.practice import DeepClusterer
 
 PIXELS = {"encoder.input_size": None, "train.epochs": 2}
 

@@ -46,7 +46,7 @@ def digit_files(tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def pixel_model(digit_files, tmp_path_factory):
-    from deepclust.api import DeepClusterer
+    from deepclust.practice import DeepClusterer
 
     with_one_thread = DeepClusterer(
         encoder="pixels", k=4, device="cpu", overrides=PIXELS, out=tmp_path_factory.mktemp("dc")
@@ -78,7 +78,7 @@ def test_predict_writes_absolute_paths_and_empty_unknowns(
 
 
 def test_estimator_takes_a_list_of_paths_or_one_path(pixel_model, digit_files, tmp_path):
-    from deepclust.api import DeepClusterer
+    from deepclust.practice import DeepClusterer
 
     by_list = pixel_model.predict([str(p) for p in digit_files[:5]])
     assert by_list.shape == (5,)
@@ -226,7 +226,7 @@ def _fake_run(tmp_path: Path, digit_files: list[Path]) -> tuple[Path, list[Path]
 
 
 def test_export_shortens_names_too_long_for_the_file_system(digit_files, tmp_path):
-    from deepclust.photo_folder import export_clusters
+    from deepclust.practice.export import export_clusters
 
     run, photos = _fake_run(tmp_path, digit_files)
     target = export_clusters(run, copy=True)

@@ -169,7 +169,7 @@ def test_deepclusts_own_run_folders_are_never_read_as_photos(tmp_path):
 
 
 def test_the_default_run_folder_is_outside_the_photos(tmp_path, monkeypatch):
-    from deepclust.photo_folder import default_out
+    from deepclust.practice.folder import default_out
 
     root = tmp_path / "photos"
     (root / "album").mkdir(parents=True)

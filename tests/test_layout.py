@@ -3,7 +3,8 @@
 Layers, lowest first: errors/config/registry/progress -> data, encoders, engine (the
 runtime the methods may use: collectives, checkpoints, sampler, schedule, frozen-feature
 views; data and encoders use its leaf modules transfer and machine) -> losses -> methods
--> evaluation -> training (the loop) -> api -> cli. A package never imports one above it
+-> evaluation -> training (the loop) -> api -> practice (the verbs on a folder of photos)
+-> cli. A package never imports one above it
 (checked on the import statements, so a lazy import inside a function counts too).
 """
 
@@ -20,14 +21,16 @@ MAX_FUNCTION_LINES = 80
 
 # package -> the deepclust packages/modules it must never import
 FORBIDDEN = {
-    "data": ("encoders", "losses", "methods", "evaluation", "training", "api"),
-    "encoders": ("losses", "methods", "evaluation", "training", "api"),
-    "engine": ("losses", "methods", "evaluation", "training", "api", "cli", "photo_folder"),
+    "data": ("encoders", "losses", "methods", "evaluation", "training", "api", "practice"),
+    "encoders": ("losses", "methods", "evaluation", "training", "api", "practice"),
+    "engine": ("losses", "methods", "evaluation", "training", "api", "cli", "practice"),
+    "cluster": ("methods", "evaluation", "training", "api", "cli", "practice"),
     "losses": ("data", "encoders", "methods", "evaluation", "training", "api", "cli"),
-    "methods": ("evaluation", "training", "api", "cli", "photo_folder"),
-    "evaluation": ("training", "api", "cli", "photo_folder"),
-    "training": ("api", "cli", "photo_folder", "choose_k"),
-    "api": ("cli",),
+    "methods": ("evaluation", "training", "api", "cli", "practice"),
+    "evaluation": ("training", "api", "cli", "practice"),
+    "training": ("api", "cli", "practice", "choose_k"),
+    "api": ("cli", "practice"),
+    "practice": ("cli",),
 }
 
 

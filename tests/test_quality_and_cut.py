@@ -19,7 +19,9 @@ def blobs(sizes: list[int], dims: int = 8, spread: float = 0.05, seed: int = 0):
     """Well separated unit-ish blobs: (features [N, D], labels [N])."""
     rng = np.random.default_rng(seed)
     centres = np.eye(dims)[: len(sizes)] * 3.0
-    x = np.concatenate([c + spread * rng.standard_normal((s, dims)) for c, s in zip(centres, sizes)])
+    x = np.concatenate(
+        [c + spread * rng.standard_normal((s, dims)) for c, s in zip(centres, sizes, strict=True)]
+    )
     y = np.repeat(np.arange(len(sizes)), sizes)
     return x, y
 
@@ -79,7 +81,9 @@ def test_recut_merges_the_halves_back_and_splits_a_merged_pair() -> None:
     under[under == 2] = 1
     cut, split = recut(under, x, nb, 3)
     assert cut.to_k == 3 and cut.steps[0][0] == "split" and cut.steps[0][1] == 0
-    assert len({(a, b) for a, b in zip(split, y)}) == 3  # a one-to-one match with the blobs
+    assert (
+        len({(a, b) for a, b in zip(split, y, strict=True)}) == 3
+    )  # a one-to-one match with the blobs
 
 
 def test_cut_apply_reproduces_the_recut_assignment_and_round_trips() -> None:

@@ -204,7 +204,7 @@ def _score_line(r: dict[str, Any]) -> str:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     from deepclust.config import parse_overrides
-    from deepclust.photo_folder import cluster_folder
+    from deepclust.practice.folder import cluster_folder
 
     k, k_range = _k_options(args)
     res = cluster_folder(
@@ -413,7 +413,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    target = api.export(args.run_dir, copy=args.copy, redo=args.redo)
+    from deepclust import practice
+
+    target = practice.export(args.run_dir, copy=args.copy, redo=args.redo)
     kind = "copies of" if args.copy else "links to"
     print(f"{target}/: one folder per cluster, {kind} its photos")
     return 0

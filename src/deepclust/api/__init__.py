@@ -5,18 +5,18 @@ cfg = api.make_config("kmeans", "digits", overrides={"data.protocol": "all"})
 result = api.train(cfg, out="runs/digits")
 print(api.evaluate("runs/digits")["acc"])
 
-Or, as a scikit-learn estimator: api.DeepClusterer(k=10).fit("photos/").labels_
+The practitioner's verbs on a folder of photos (cluster, recut, export, the scikit-learn
+estimator DeepClusterer) live one layer up, in deepclust.practice, which calls this facade
+and is never imported by it.
 
 One module per verb: runs.py (make_config, resume_config, load_run and the run folder's
 files), training.py (train, train_seeds), evaluation.py, prediction.py, selection.py,
-robustness.py (shift), reporting.py (report), exporting.py (export), clustering.py
-(cluster, estimate_k) and estimator.py (DeepClusterer). This facade is the public surface; its names do not move.
+robustness.py (shift), reporting.py (report) and clustering.py (estimate_k). This facade is
+the public surface; its names do not move.
 """
 
-from deepclust.api.clustering import cluster, estimate_k
-from deepclust.api.estimator import DeepClusterer
+from deepclust.api.clustering import estimate_k
 from deepclust.api.evaluation import evaluate, evaluate_protocols
-from deepclust.api.exporting import export
 from deepclust.api.prediction import features_path, predict
 from deepclust.api.reporting import report
 from deepclust.api.robustness import shift
@@ -35,17 +35,14 @@ from deepclust.api.training import SeedsResult, train, train_seeds
 from deepclust.training.records import RunResult
 
 __all__ = [
-    "DeepClusterer",
     "LoadedRun",
     "RunResult",
     "SeedsResult",
-    "cluster",
     "default_run_dir",
     "estimate_k",
     "evaluate",
     "evaluate_protocols",
     "expand_run_dirs",
-    "export",
     "features_path",
     "label_free_scores",
     "load_run",

@@ -1,21 +1,10 @@
-"""cluster a folder of photos, and estimate K for a config, without labels."""
+"""estimate K for a config, without labels (clustering a folder of photos is deepclust.practice)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from deepclust.config import RunConfig
-
-
-def cluster(photos: str | Path, k: int, out: str | Path | None = None, **options: Any) -> Any:
-    """`deepclust cluster`: every image under `photos` into k groups with the default frozen
-    recipe; returns a photo_folder.ClusterResult (run folder, summary, sizes, report).
-    options: method, image_size, seed, device, export, copy, report, overrides, resume
-    (continue the killed run in `out`, then write its report and export)."""
-    from deepclust.photo_folder import cluster_folder
-
-    return cluster_folder(photos, k, out, **options)
 
 
 def estimate_k(

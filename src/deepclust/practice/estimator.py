@@ -1,6 +1,6 @@
 """DeepClusterer: deepclust as a scikit-learn estimator, for notebooks.
 
-    from deepclust.api import DeepClusterer
+    from deepclust.practice import DeepClusterer
     model = DeepClusterer(k=10).fit("photos/")          # or an array of images
     model.labels_, model.predict(more_images), model.transform(more_images)
 
@@ -123,7 +123,7 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     def fit(self, X: Any, y: None = None) -> DeepClusterer:
         """Train on X (a folder of images, a list of image files, or an image array); y is
         ignored."""
-        from deepclust.photo_folder import cluster_folder, read_predictions
+        from deepclust.practice.folder import cluster_folder, read_predictions
 
         work = Path(self.out) if self.out is not None else Path(tempfile.mkdtemp(prefix="dc-"))
         folder, originals = (Path(X), None) if is_folder_input(X) else (work / "images", None)
