@@ -32,16 +32,12 @@ def parse_k(text: str) -> int | str:
     return k
 
 
-def estimate_for_config(
-    cfg: RunConfig,
-    k_range: tuple[int, int] | None = None,
-    estimator: str | None = None,
-    device: str = "auto",
-) -> Any:
-    """KEstimate for the fit set of `cfg` (its encoder must be frozen)."""
+def fit_features(cfg: RunConfig, device: str = "auto") -> tuple[Any, int] | None:
+    """(clean features [N, D] float32 of `cfg`'s fit set from its frozen encoder, N), through
+    the feature cache, so the training that follows reads them back instead of extracting;
+    None when the encoder is trained from scratch (it has no features before training)."""
     import torch
 
-    from deepclust.cluster.k_estimation import DEFAULT_ESTIMATOR, estimate_k
     from deepclust.data.datasets import load_protocol
     from deepclust.encoders import build_encoder
     from deepclust.engine.device import autocast_dtype, resolve_device
@@ -54,15 +50,35 @@ def estimate_for_config(
     )  # fmt: skip
     encoder = build_encoder(e.name, fit.image_size[0], e.stem, e.weights, e.input_size)
     if encoder.trainable:
-        raise ConfigError(
-            f"--k auto needs a frozen pretrained encoder (e.g. --config frozen); '{e.name}' is "
-            "trained from scratch. Give the number of clusters instead."
-        )
+        return None
     dev = resolve_device(device)
     feats = clean_features(encoder, fit, cfg, dev, autocast_dtype(cfg, dev), cfg.train.progress)
+    return feats.to(torch.float32), len(fit)
+
+
+def estimate_for_config(
+    cfg: RunConfig,
+    k_range: tuple[int, int] | None = None,
+    estimator: str | None = None,
+    device: str = "auto",
+    features: Any = None,
+) -> Any:
+    """KEstimate for the fit set of `cfg` (its encoder must be frozen; features: its fit
+    features when already at hand)."""
+    from deepclust.cluster.k_estimation import DEFAULT_ESTIMATOR, estimate_k
+
+    if features is None:
+        found = fit_features(cfg, device)
+        if found is None:
+            raise ConfigError(
+                f"--k auto needs a frozen pretrained encoder (e.g. --config frozen); "
+                f"'{cfg.encoder.name}' is trained from scratch. Give the number of clusters instead."
+            )
+        features = found[0]
+    feats = features
     k_min, k_max = k_range if k_range is not None else (2, None)
     return estimate_k(
-        feats.to(torch.float32).numpy(),
+        feats.numpy(),
         k_min,
         k_max,
         estimator or DEFAULT_ESTIMATOR,
@@ -76,9 +92,10 @@ def estimate_into(
     k_range: tuple[int, int] | None = None,
     estimator: str | None = None,
     device: str = "auto",
+    features: Any = None,
 ) -> Any:
     """Estimate K for `cfg` (estimate_for_config), set cfg.clusters to it, return the estimate."""
-    estimate = estimate_for_config(cfg, k_range, estimator, device)
+    estimate = estimate_for_config(cfg, k_range, estimator, device, features)
     cfg.clusters = estimate.k
     return estimate
 
@@ -86,9 +103,10 @@ def estimate_into(
 def describe(estimate: Any) -> str:
     """One line for the console: the chosen K, by what, over which K, in how long."""
     tried = f"{min(estimate.curve)}..{max(estimate.curve)}"
+    others = ", ".join(map(str, estimate.alternatives))
     return (
         f"K = {estimate.k}, estimated without labels by {estimate.estimator} over K = {tried} "
-        f"({estimate.seconds:.1f} s)"
+        f"({estimate.seconds:.1f} s)" + (f"; also plausible: {others}" if others else "")
     )
 
 

@@ -222,20 +222,59 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         report=not args.no_report,
         overrides=_progress_override() + parse_overrides(args.set),
         resume=args.resume,
+        labels_from_folders=args.labels_from_folders,
+        tell=lambda line: print(line, flush=True),
     )
     s = res.summary
-    if res.k_estimate is not None:
-        from deepclust.choose_k import describe
-
-        print(describe(res.k_estimate))
     print(
         f"{counted(s['n_eval'], 'image')} -> {len(res.sizes)} clusters ({s['method']} heads on frozen "
         f"{s['encoder']} features, {s['epochs']} epochs, {s['device']}, {s['wall_time_s']:.0f} s)"
     )
+    _print_clusters(res, args.copy)
+    return 0
+
+
+def cmd_recut(args: argparse.Namespace) -> int:
+    from deepclust.practice.recut import recut_run
+
+    res = recut_run(
+        args.run_dir,
+        args.k,
+        args.out,
+        device=args.device,
+        report=not args.no_report,
+        export=args.export,
+        copy=args.copy,
+    )
+    r = res.summary["recut"]
+    print(
+        f"{counted(sum(res.sizes), 'image')}: {r['from_k']} -> {r['to_k']} clusters in "
+        f"{r['seconds']:.1f} s (no training; {r['steps']} merge/split steps)"
+    )
+    _print_clusters(res, args.copy)
+    return 0
+
+
+def _print_clusters(res: Any, copy: bool) -> None:
+    """Per cluster its size, quality and examples; scores, warnings and the run's files."""
+    s = res.summary
+    coherence = (s.get("quality") or {}).get("coherence") or []
     width = len(f"{max(res.sizes):,}")
     for c, (size, ex) in enumerate(zip(res.sizes, res.examples, strict=True)):
         noun = counted(size, "image").split(" ")[1]  # the number is aligned on its own
-        print(f"  cluster {c:>2d}: {size:>{width},} {noun:6s}  e.g. {', '.join(ex)}")
+        fit = (
+            f"  agreement {coherence[c]:.2f}"
+            if c < len(coherence) and coherence[c] is not None
+            else ""
+        )
+        print(f"  cluster {c:>2d}: {size:>{width},} {noun:6s}{fit}  e.g. {', '.join(ex)}")
+    quality = s.get("quality")
+    if quality:
+        print(
+            f"quality (no labels): {quality['score']:.2f} ({quality['verdict']}): the share of a "
+            f"photo's {quality['neighbours']} nearest neighbours in its own cluster; "
+            f"{counted(quality['outliers'], 'photo')} fit no cluster well"
+        )
     if s.get("metrics"):
         m = s["metrics"]
         print(
@@ -244,13 +283,29 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         )
     for warning in res.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for hint in _recut_hints(res):
+        print(hint)
     print(f"run folder: {res.run_dir}")
-    print("  predictions.csv  one row per photo: path, cluster, confidence")
+    print("  predictions.csv  one row per photo: path, cluster, confidence, agreement")
     if res.report:
         print(f"  report.html      open it in a browser: {res.report.resolve().as_uri()}")
     if res.export:
-        print(f"  clusters/        one folder per cluster ({'copies' if args.copy else 'links'})")
-    return 0
+        print(f"  clusters/        one folder per cluster ({'copies' if copy else 'links'})")
+
+
+def _recut_hints(res: Any) -> list[str]:
+    """The commands that merge the two clusters most alike, or try the other plausible K."""
+    from deepclust.evaluation.quality import MERGE_HINT
+
+    k = len(res.sizes)
+    hints = []
+    similar = (res.summary.get("quality") or {}).get("similar_pairs") or []
+    if similar and similar[0]["link_share"] >= MERGE_HINT:
+        a, b = similar[0]["clusters"]
+        hints.append(f"to merge clusters {a} and {b}: deepclust recut {res.run_dir} --k {k - 1}")
+    others = list(getattr(res.k_estimate, "alternatives", []) or [])
+    hints += [f"another K in seconds: deepclust recut {res.run_dir} --k {o}" for o in others]
+    return hints
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -516,7 +571,8 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="group a folder of photos (no labels needed): run folder, CSV, report",
         description="Cluster every image under PHOTOS (recursively; any size or mode) with the "
         "best frozen recipe: IMC-SwAV heads on EfficientNet-Lite2 features, then self-labelling. "
-        "Images in class folders are also scored against the folder names (never used to fit).",
+        "Sub-folders are albums; with --labels-from-folders they are classes the clusters are "
+        "scored against (never used to fit).",
     )
     p.add_argument("photos", metavar="PHOTOS", help="folder of images")
     p.add_argument(
@@ -548,8 +604,24 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         action="store_true",
         help="continue the killed run in --out, then write its report (and export)",
     )
+    p.add_argument(
+        "--labels-from-folders",
+        action="store_true",
+        help="the first-level sub-folders are classes: score the clusters against them "
+        "(never used to fit); without it sub-folders are just albums and nothing is scored",
+    )
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any config key")
     p.set_defaults(func=cmd_cluster)
+
+
+def _recut_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = _run_parser(sub, common, "recut", "the same run at another K, in seconds, no training")
+    p.add_argument("--k", type=int, required=True, help="the new number of clusters")
+    p.add_argument("--out", metavar="NEW_RUN_DIR", help="new run folder (default RUN_DIR-k<N>)")
+    p.add_argument("--export", action="store_true", help="NEW_RUN_DIR/clusters/<id>/: links")
+    p.add_argument("--copy", action="store_true", help="with --export: copies instead of links")
+    p.add_argument("--no-report", action="store_true", help="skip NEW_RUN_DIR/report.html")
+    p.set_defaults(func=cmd_recut)
 
 
 def _scoring_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -650,6 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
     _force_flag(p)
     p.set_defaults(func=cmd_select)
     _export_parser(sub, common)
+    _recut_parser(sub, common)
     p = sub.add_parser("list", parents=[common], help="list methods, datasets, encoders or configs")
     p.add_argument("what", choices=["methods", "datasets", "encoders", "configs"])
     p.set_defaults(func=cmd_list)

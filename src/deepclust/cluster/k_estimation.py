@@ -58,6 +58,7 @@ PCA_DIMS = 64  # dimensions kept after centring and L2 normalisation
 BIC_DIMS = 16  # a Gaussian mixture needs fewer dimensions than there are rows per component
 MIN_PER_CLUSTER = 5  # fewest images per cluster at k_max that estimate_k accepts
 DEFAULT_K_MAX = 50
+ALTERNATIVES = 2  # runners-up a KEstimate names besides its choice
 
 
 @dataclass
@@ -78,10 +79,27 @@ class KEstimate:
     seconds: float
     details: dict = field(default_factory=dict)
 
+    @property
+    def alternatives(self) -> list[int]:
+        """Up to ALTERNATIVES other K that the curve nearly supports, best first: its other
+        local optima, then the best remaining K."""
+        ks = sorted(self.curve)
+        sign = 1.0 if self.higher_is_better else -1.0
+        value = {k: sign * self.curve[k] for k in ks}
+
+        def local_best(i: int) -> bool:
+            return all(value[ks[i]] >= value[ks[j]] for j in (i - 1, i + 1) if 0 <= j < len(ks))
+
+        peaks = [k for i, k in enumerate(ks) if local_best(i) and k != self.k]
+        rest = [k for k in ks if k != self.k and k not in peaks]
+        ranked = sorted(peaks, key=lambda k: -value[k]) + sorted(rest, key=lambda k: -value[k])
+        return ranked[:ALTERNATIVES]
+
     def as_dict(self) -> dict:
         """JSON-ready: curve keys become strings."""
         return {
             "k": self.k,
+            "also_plausible": self.alternatives,
             "estimator": self.estimator,
             "criterion": self.criterion,
             "higher_is_better": self.higher_is_better,

@@ -658,19 +658,26 @@ def _read_imagefolder(root: Path, split: str, opts: ReadOptions) -> ImageSet:
 PHOTO_MAX_SIDE = 224
 
 
-def photo_files(root: Path) -> tuple[list[str], list[int], list[str]]:
+def photo_files(root: Path, labelled: bool = False) -> tuple[list[str], list[int], list[str]]:
     """(relative paths, labels, class names) of every image under root, recursively.
 
-    Class folders count as classes (scored, never used to fit) only when every image sits
-    inside a first-level sub-folder and there are at least two; otherwise all are unlabelled.
+    Unlabelled (label -1) unless `labelled`: then each first-level sub-folder is a class
+    (scored, never used to fit), and every image must sit in one of at least two.
     """
     files = readers.images_in(root, recursive=True)
     if not files:
         raise _no_images(root)
+    if not labelled:
+        return files, [-1] * len(files), []
     tops = [f.split("/", 1)[0] if "/" in f else None for f in files]
     classes = sorted({t for t in tops if t is not None})
     if None in tops or len(classes) < 2:
-        return files, [-1] * len(files), []
+        loose = sum(t is None for t in tops)
+        raise DataError(
+            f"--labels-from-folders: '{root}' has {len(classes)} sub-folder(s) and "
+            f"{loose} image(s) directly inside it; classes need every image in one of at "
+            "least two sub-folders. Move the loose images, or leave the flag off."
+        )
     label_of = {c: i for i, c in enumerate(classes)}
     return files, [label_of[t] for t in tops], classes  # type: ignore[index]
 
@@ -681,11 +688,15 @@ def photo_store_side(root: Path, files: list[str]) -> int:
     return min(side or PHOTO_MAX_SIDE, PHOTO_MAX_SIDE)
 
 
-def _read_photos(root: Path, split: str, opts: ReadOptions) -> ImageSet:
-    files, labels, names = photo_files(root)
-    if opts.image_size is None:
-        opts = ReadOptions(photo_store_side(root, files), opts.bad_images)
-    return _decoded_imageset(root, files, labels, names, root.name, opts, f"photos-{root.name}")
+def _photo_reader(labelled: bool) -> Callable[[Path, str, ReadOptions], ImageSet]:
+    def read(root: Path, split: str, opts: ReadOptions) -> ImageSet:
+        files, labels, names = photo_files(root, labelled)
+        if opts.image_size is None:
+            opts = ReadOptions(photo_store_side(root, files), opts.bad_images)
+        key = f"photos-{root.name}" + ("-labelled" if labelled else "")
+        return _decoded_imageset(root, files, labels, names, root.name, opts, key)
+
+    return read
 
 
 # --------------------------------------------------------------------------- digits
@@ -881,24 +892,32 @@ _register(
         available=_folder_available,
     )
 )
-_register(
-    DatasetEntry(
-        DatasetInfo(
-            "photos",
-            "A folder of photos, searched recursively, any sizes and modes (resized: shorter "
-            f"side to the median shorter side, at most {PHOTO_MAX_SIDE} px, centre crop); "
-            "first-level folders are classes (scored only) when every image sits in one",
-            ("train",),
-            None,
-            None,
-            "photos",
-            f"point {option('data.data_dir')} at a folder of images ({readers.extensions_text()})",
-        ),
-        _read_photos,
-        lambda folder: folder,
-        "",
+for _name, _labelled in (("photos", False), ("photo_classes", True)):
+    _register(
+        DatasetEntry(
+            DatasetInfo(
+                _name,
+                "A folder of photos, searched recursively, any sizes and modes (resized: "
+                f"shorter side to the median shorter side, at most {PHOTO_MAX_SIDE} px, centre "
+                "crop); "
+                + (
+                    "its first-level folders are classes, scored only (cluster "
+                    "--labels-from-folders)"
+                    if _labelled
+                    else "unlabelled: sub-folders are just albums"
+                ),
+                ("train",),
+                None,
+                None,
+                "photos",
+                f"point {option('data.data_dir')} at a folder of images "
+                f"({readers.extensions_text()})",
+            ),
+            _photo_reader(_labelled),
+            lambda folder: folder,
+            "",
+        )
     )
-)
 _register(
     DatasetEntry(
         DatasetInfo(

@@ -5,7 +5,9 @@ folder; empty for array datasets), cluster, confidence, name (the cluster's word
 method names clusters, e.g. SIC; else empty) and label (the true class id when known, else
 empty; older files hold -1 there, which means the same). confidence is, for every method,
 the probability the method gives the cluster it assigned (the largest of its K cluster
-probabilities). A text cell that a spreadsheet would take for a formula (starting with
+probabilities); agreement (frozen runs; empty otherwise) is the share of the image's 10
+nearest neighbours in feature space that sit in its cluster (evaluation/quality.py): unlike
+the confidence it drops for a photo in a mixed cluster. A text cell that a spreadsheet would take for a formula (starting with
 = + - @, tab or CR) is written with a leading quote (OWASP), which read_predictions_csv
 strips again, so paths round-trip.
 """
@@ -25,7 +27,7 @@ import torch
 from deepclust.engine.files import write_atomic
 from deepclust.engine.runfolder import wrong_field
 
-COLUMNS = ["index", "path", "cluster", "confidence", "name", "label"]
+COLUMNS = ["index", "path", "cluster", "confidence", "agreement", "name", "label"]
 
 
 def prediction_rows(
@@ -33,8 +35,10 @@ def prediction_rows(
     paths: Sequence[str] | None = None,
     labels: torch.Tensor | None = None,
     names: dict[int, str] | None = None,
+    agreement: Sequence[float] | None = None,
 ) -> list[dict[str, Any]]:
-    """probs [N, K] (+ paths, labels [N], cluster names) -> N rows with COLUMNS as keys."""
+    """probs [N, K] (+ paths, labels [N], cluster names, neighbour agreement [N]) -> N rows
+    with COLUMNS as keys (agreement empty where not given)."""
     conf, cluster = probs.max(dim=1)
     names = names or {}
     return [
@@ -43,6 +47,7 @@ def prediction_rows(
             "path": paths[i] if paths else "",
             "cluster": int(c),
             "confidence": round(float(q), 4),
+            "agreement": round(float(agreement[i]), 4) if agreement is not None else "",
             "name": names.get(int(c), ""),
             "label": int(labels[i]) if labels is not None and int(labels[i]) >= 0 else "",
         }

@@ -11,12 +11,13 @@ Labels are never used to fit; when the images sit in class folders they are scor
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepclust.config import RunConfig
-from deepclust.errors import ConfigError, DataError
+from deepclust.errors import ConfigError, DataError, counted
 from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
 
 DEFAULT_METHOD = "imc-swav"
@@ -53,8 +54,10 @@ def recipe_config(
     method: str = DEFAULT_METHOD,
     image_size: int | None = None,
     overrides: list[tuple[str, Any]] | None = None,
+    labels_from_folders: bool = False,
 ) -> RunConfig:
-    """The run config of the default recipe on `folder`, with K clusters."""
+    """The run config of the default recipe on `folder`, with K clusters; its sub-folders are
+    classes (dataset photo_classes, scored only) with labels_from_folders, else albums."""
     from deepclust.api import make_config
 
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
@@ -66,7 +69,8 @@ def recipe_config(
     ]
     if image_size is not None:
         items.append(("data.image_size", image_size))
-    return make_config(method, "photos", RECIPE, items + list(overrides or []))
+    dataset = "photo_classes" if labels_from_folders else "photos"
+    return make_config(method, dataset, RECIPE, items + list(overrides or []))
 
 
 def default_out(folder: Path) -> Path:
@@ -94,6 +98,8 @@ def cluster_folder(
     report: bool = True,
     overrides: list[tuple[str, Any]] | None = None,
     resume: bool = False,
+    labels_from_folders: bool = False,
+    tell: Callable[[str], None] | None = None,
 ) -> ClusterResult:
     """Cluster every image under `photos` into k groups; write the run folder `out`.
 
@@ -107,22 +113,42 @@ def cluster_folder(
 
     resume=True continues the killed run in `out` (its config: K, method, seed) on the same
     photos, then writes the report and the export as an uninterrupted run does.
+    labels_from_folders: score the clusters against the first-level sub-folders (never fit).
+    tell(line): what is happening, as it happens (features extracted, K chosen, training).
     """
     from deepclust import api
-    from deepclust.choose_k import estimate_into, write_estimate
+    from deepclust.choose_k import describe, estimate_into, fit_features, write_estimate
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
     if resume:
         resumed = resume_cluster(folder, k, out, device, overrides)
         return _finish(resumed, device, export, copy, report)
+    tell = tell or (lambda _line: None)
     extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
     auto = k == "auto"
-    cfg = recipe_config(folder, None if auto else k, method, image_size, extra)  # type: ignore[arg-type]
+    cfg = recipe_config(
+        folder,
+        None if auto else k,
+        method,
+        image_size,
+        extra,
+        labels_from_folders,  # type: ignore[arg-type]
+    )
     if cfg.encoder.weights is None:
         check_weights_available(cfg.encoder.name)
-    estimate = estimate_into(cfg, k_range, k_estimator, device) if auto else None
+    t0 = time.time()
+    found = fit_features(cfg, device)
+    features = found[0] if found is not None else None
+    if found is not None:
+        tell(
+            f"features: {counted(found[1], 'image')}, {cfg.encoder.name}, {time.time() - t0:.0f} s"
+        )
+    estimate = estimate_into(cfg, k_range, k_estimator, device, features) if auto else None
+    if estimate is not None:
+        tell(describe(estimate))
     run_dir = Path(out) if out is not None else default_out(folder)
+    tell(f"training {cfg.method} heads for K = {cfg.clusters} into {run_dir} ...")
     result = api.train(cfg, out=run_dir)
     if estimate is not None:
         write_estimate(result.run_dir, estimate)

@@ -16,6 +16,7 @@ from deepclust.data.store import ImageSet
 from deepclust.engine.files import open_no_follow
 from deepclust.evaluation.health import Schedule, prediction_warnings, schedule_warnings
 from deepclust.evaluation.predictions import prediction_rows, write_predictions_csv
+from deepclust.evaluation.quality import Quality
 from deepclust.methods import Method
 
 
@@ -63,8 +64,14 @@ def skipped_images(*sets: ImageSet) -> dict[str, Any]:
 
 
 def write_predictions(
-    path: Path, data: ImageSet, probs: torch.Tensor, names: list[list[str]] | None
+    path: Path,
+    data: ImageSet,
+    probs: torch.Tensor,
+    names: list[list[str]] | None,
+    quality: Quality | None = None,
 ) -> None:
     """The run's predictions.csv (evaluation/predictions.py has the columns)."""
     named = {c: ", ".join(words) for c, words in enumerate(names)} if names else None
-    write_predictions_csv(path, prediction_rows(probs, data.paths, data.labels, named))
+    agreement = quality.agreement if quality is not None else None
+    rows = prediction_rows(probs, data.paths, data.labels, named, agreement)
+    write_predictions_csv(path, rows)

@@ -44,6 +44,7 @@ from deepclust.engine.schedule import lr_factor, warmup_steps
 from deepclust.engine.transfer import to_device
 from deepclust.errors import ConfigError, DataError, DeepclustError
 from deepclust.evaluation.metrics import score
+from deepclust.evaluation.quality import Quality, quality_of
 from deepclust.methods import Method, StepInfo
 from deepclust.methods.base import AuxiliaryStream
 from deepclust.training.build import (
@@ -354,16 +355,28 @@ class Trainer:
         summary["warnings"] = health_warnings(
             run.method, summary["schedule"], run.steps_per_epoch, probs
         )
+        quality = self._quality(run, probs) if run.dist.is_main else None
+        if quality is not None:
+            summary["quality"] = quality.as_dict()
+            summary["warnings"] += quality.warnings
         # e.g. SIC's nearest nouns; read by evaluate, predict and report
         names = run.method.cluster_names()
         if run.dist.is_main:
-            write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, names)
+            write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, names, quality)
             if names is not None:
                 write_atomic(self.run_dir / "cluster_names.json", json.dumps(names, indent=1))
             write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunResult(self.run_dir, summary)
 
     # ------------------------------------------------------------------ parts
+    def _quality(self, run: FitRun, probs: torch.Tensor) -> Quality | None:
+        """The label-free quality of a frozen run's clusters on its cached features
+        (evaluation/quality.py); None when the encoder was trained or too few images."""
+        features = run.eval_features
+        if features is None or len(features) <= 2:
+            return None
+        return quality_of(features.float().numpy(), probs.argmax(1).numpy(), probs.shape[1])[0]
+
     def _self_label(self, run: FitRun) -> None:
         """A frozen run's self-labelling stage (training/self_label.py), its heads scored
         before it too (an eval line); not again on a finished checkpoint, which holds them."""

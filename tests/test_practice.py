@@ -1,0 +1,152 @@
+"""The practitioner's path (deepclust.practice): label-free quality in every frozen run, a
+recut to another K without training, labels only when asked for, and a console that says
+what happens as it happens."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# A tiny frozen recipe for cluster runs (as in test_photo_folder.py).
+TINY = [
+    "--set", "encoder.name=efficientnet_lite0",
+    "--set", "encoder.input_size=32",
+    "--set", "train.min_steps=30",
+    "--set", "params.num_prototypes=50",
+]  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def four_cluster_run(separable_images, tmp_path_factory):
+    """A `cluster --k 4 --labels-from-folders` run on the 4-class folder, and its console."""
+    import contextlib
+    import io
+
+    from deepclust.cli import main
+
+    run = tmp_path_factory.mktemp("practice") / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
+        code = main([*argv, "--labels-from-folders", "--no-report", *TINY])
+    assert code == 0
+    return run, out.getvalue()
+
+
+def test_a_frozen_run_records_its_label_free_quality(four_cluster_run):
+    run, console = four_cluster_run
+    summary = json.loads((run / "summary.json").read_text())
+    quality = summary["quality"]
+    assert 0.0 <= quality["score"] <= 1.0 and len(quality["coherence"]) == 4
+    rows = _rows(run / "predictions.csv")
+    agreement = np.array([float(r["agreement"]) for r in rows])
+    assert agreement.mean() == pytest.approx(quality["score"], abs=1e-3)
+    assert "quality (no labels):" in console and "agreement" in console
+    # the console told what happened as it happened, in order
+    lines = console.splitlines()
+    starts = [next(i for i, line in enumerate(lines) if line.startswith(p)) for p in
+              ("features: 160 images", "training imc-swav heads for K = 4", "160 images -> 4")]  # fmt: skip
+    assert starts == sorted(starts)
+
+
+def test_sub_folders_are_scored_only_with_the_flag(separable_images, tmp_path, capsys, one_thread):
+    from deepclust.cli import main
+
+    run = tmp_path / "run"
+    argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
+    assert main([*argv, "--no-report", *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "scored against" not in out and "ACC" not in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["metrics"] is None and summary["dataset"] == "photos"
+    assert all(r["label"] == "" for r in _rows(run / "predictions.csv"))
+
+
+def test_labels_from_folders_needs_class_folders(tmp_path, capsys):
+    from PIL import Image
+
+    from deepclust.cli import main
+
+    (tmp_path / "photos" / "a").mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / "photos" / "a" / f"{i}.png")
+    Image.new("RGB", (16, 16)).save(tmp_path / "photos" / "loose.png")
+    code = main(["--no-progress", "cluster", str(tmp_path / "photos"), "--k", "2",
+                 "--labels-from-folders", "--out", str(tmp_path / "r")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "--labels-from-folders" in err and len(err.strip().splitlines()) == 1
+
+
+def test_recut_merges_and_splits_into_new_folders(four_cluster_run, tmp_path, capsys):
+    from deepclust import api
+    from deepclust.cli import main
+
+    run, _ = four_cluster_run
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for k in (3, 6):
+        out = tmp_path / f"k{k}"
+        assert main(["--no-progress", "recut", str(run), "--k", str(k), "--out", str(out)]) == 0
+        console = capsys.readouterr().out
+        assert f"4 -> {k} clusters" in console
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["num_clusters"] == k and summary["recut"]["from_k"] == 4
+        assert summary["metrics"]["acc"] > 0 and "quality" in summary
+        rows = _rows(out / "predictions.csv")
+        stored = np.array([int(r["cluster"]) for r in rows])
+        assert sorted(set(stored.tolist())) == list(range(k))
+        # the recut run predicts its own photos exactly as it stored them
+        again = api.load_run(out, device="cpu")
+        assert again.meta["num_clusters"] == k
+        predicted = again.predict_proba(again.load_split(), progress=False).argmax(1).numpy()
+        assert (predicted == stored).all()
+        assert (out / "report.html").is_file()
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_a_recut_of_a_recut_composes_and_refuses_bad_k(four_cluster_run, tmp_path, capsys):
+    from deepclust import api
+    from deepclust.cli import main
+
+    run, _ = four_cluster_run
+    first, second = tmp_path / "k2", tmp_path / "k5"
+    assert (
+        main(["--no-progress", "recut", str(run), "--k", "2", "--out", str(first), "--no-report"])
+        == 0
+    )
+    assert (
+        main(
+            ["--no-progress", "recut", str(first), "--k", "5", "--out", str(second), "--no-report"]
+        )
+        == 0
+    )
+    cut = json.loads((second / "cut.json").read_text())
+    assert cut["from_k"] == 4 and cut["to_k"] == 5 and len(cut["steps"]) == 5
+    again = api.load_run(second, device="cpu")
+    stored = np.array([int(r["cluster"]) for r in _rows(second / "predictions.csv")])
+    assert (
+        again.predict_proba(again.load_split(), progress=False).argmax(1).numpy() == stored
+    ).all()
+    capsys.readouterr()
+    assert (
+        main(["--no-progress", "recut", str(run), "--k", "4", "--out", str(tmp_path / "same")]) == 2
+    )
+    assert main(["--no-progress", "recut", str(run), "--k", "3", "--out", str(second)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "already has 4 clusters" in err[0] and "not empty" in err[1]
+
+
+def test_k_estimate_names_runners_up():
+    from deepclust.cluster.k_estimation import KEstimate
+
+    curve = {2: 0.1, 3: 0.5, 4: 0.3, 5: 0.45, 6: 0.2, 7: 0.4}
+    e = KEstimate(3, "modularity", curve, True, "", 0.0)
+    assert e.alternatives == [5, 7] and e.as_dict()["also_plausible"] == [5, 7]
