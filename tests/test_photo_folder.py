@@ -154,7 +154,7 @@ def test_cluster_scores_class_folders_and_copies(separable_images, tmp_path, cap
 
     run = tmp_path / "run"
     argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
-    code = main([*argv, "--export", "--copy", "--no-report", *TINY])
+    code = main([*argv, "--labels-from-folders", "--export", "--copy", "--no-report", *TINY])
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "scored against the 4 sub-folders as classes (never used to fit): ACC" in out

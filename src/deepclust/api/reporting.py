@@ -29,8 +29,8 @@ from deepclust.evaluation.predictions import read_predictions_csv, stored_assign
 
 def _stored_predictions(
     run_dir: Path, data: ImageSet, k: int
-) -> tuple[tuple[np.ndarray, np.ndarray] | None, str | None]:
-    """((clusters, confidence) of predictions.csv in `data`'s order, or None when they do not
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None] | None, str | None]:
+    """((clusters, confidence, agreement or None) of predictions.csv in `data`'s order, or None when they do not
     cover its images; a line saying what no longer matches, or None).
 
     Rows pair by path where both have paths (renamed or added files never borrow another
@@ -42,6 +42,7 @@ def _stored_predictions(
         return None, None
     rows = read_predictions_csv(path)
     clusters, confidence = (np.asarray(v) for v in stored_assignments(path, rows, k))
+    agreement = _agreement(rows)
     if data.paths and rows and rows[0].get("path"):
         position = {r["path"]: i for i, r in enumerate(rows)}
         gone = len(set(position) - set(data.paths))
@@ -53,23 +54,34 @@ def _stored_predictions(
                 "the report predicts the folder's photos again."
             )
         order = np.array([position[p] for p in data.paths], dtype=np.int64)
-        return (clusters[order].astype(np.int64), confidence[order]), None
-    if len(rows) != len(data):
+    elif len(rows) == len(data):
+        order = np.arange(len(rows))
+    else:
         return None, None
-    return (clusters.astype(np.int64), confidence), None
+    shared = None if agreement is None else agreement[order]
+    return (clusters[order].astype(np.int64), confidence[order], shared), None
+
+
+def _agreement(rows: list[dict[str, str]]) -> np.ndarray | None:
+    """predictions.csv's neighbour agreement column (frozen runs), or None when absent."""
+    try:
+        values = np.array([float(r.get("agreement") or "nan") for r in rows])
+    except ValueError:
+        return None
+    return None if len(values) == 0 or np.isnan(values).any() else values
 
 
 def _predictions(
     run: LoadedRun, data: ImageSet, tell: Callable[[str], None]
-) -> tuple[tuple[np.ndarray, np.ndarray], str | None]:
-    """(clusters, confidence) of `data`: the stored ones where they still match, else
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray | None], str | None]:
+    """(clusters, confidence, agreement or None) of `data`: the stored ones where they still match, else
     predicted again; and the line saying what no longer matched (also told), or None."""
     stored, mismatch = _stored_predictions(run.run_dir, data, run.meta["num_clusters"])
     if mismatch is not None:
         tell(f"warning: {mismatch}")
     if stored is None:
         conf, cl = run.predict_proba(data).max(1)
-        stored = (cl.numpy(), conf.numpy())
+        stored = (cl.numpy(), conf.numpy(), None)
     return stored, mismatch
 
 
@@ -219,6 +231,8 @@ def report(
             warnings=list(summary.get("warnings", [])) + ([mismatch] if mismatch else []),
             skipped=summary.get("skipped_images"),
             k_estimate=read_estimate(run_dir),
+            agreement=stored[2],
+            quality=summary.get("quality") if stored[2] is not None else None,
             paths=list(data.paths) if data.paths else None,
         )
     )

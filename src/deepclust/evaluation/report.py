@@ -75,6 +75,8 @@ class ReportData:
     skipped: dict[str, Any] | None = None  # summary.json's skipped_images: {count, files}
     paths: list[str] | None = None  # [N] image files, shown under the thumbnails
     k_estimate: dict[str, Any] | None = None  # k_estimate.json: how K was chosen (--k auto)
+    agreement: np.ndarray | None = None  # [N] neighbour agreement (frozen runs), shown per photo
+    quality: dict[str, Any] | None = None  # summary.json's label-free quality
 
     @property
     def labelled(self) -> bool:
@@ -297,8 +299,14 @@ def _thumbnail(page: Page, i: int, k: int, scale: int) -> dict[str, Any]:
         "height": strip.shape[0],
         "name": name,
         "path": data.paths[i] if data.paths else name,
-        "confidence": f"{data.confidence[i]:.2f}",
+        "confidence": f"{_shown_score(data)[i]:.2f}",
     }
+
+
+def _shown_score(data: ReportData) -> np.ndarray:
+    """Per photo, what the page shows: the neighbour agreement where the run has it (it drops
+    in a mixed cluster), else the model's confidence."""
+    return data.agreement if data.agreement is not None else data.confidence
 
 
 def _cluster(page: Page, k: int, scale: int) -> dict[str, Any]:
@@ -319,7 +327,10 @@ def _cluster(page: Page, k: int, scale: int) -> dict[str, Any]:
             counts = np.bincount(lab)
             major = int(counts.argmax())
             out["majority"] = f"{page.class_label(major)} ({counts[major] / len(lab):.0%})"
-    order = members[np.argsort(-data.confidence[members], kind="stable")][: data.per_cluster]
+    coherence = ((data.quality or {}).get("coherence") or [None] * data.num_clusters)[k]
+    out["coherence"] = None if coherence is None else f"{coherence:.2f}"
+    score = _shown_score(data)
+    order = members[np.argsort(-score[members], kind="stable")][: data.per_cluster]
     out["figures"] = [_thumbnail(page, int(i), k, scale) for i in order]
     return out
 
@@ -327,7 +338,33 @@ def _cluster(page: Page, k: int, scale: int) -> dict[str, Any]:
 def section_clusters(page: Page) -> dict[str, Any]:
     scale = thumb_scale(page.data.images.shape[-1])
     clusters = [_cluster(page, k, scale) for k in range(page.data.num_clusters)]
-    return {"clusters": clusters, "scale": scale, "labelled": page.data.labelled}
+    shown = "agreement" if page.data.agreement is not None else "confidence"
+    return {"clusters": clusters, "scale": scale, "labelled": page.data.labelled, "shown": shown}
+
+
+OUTLIERS_SHOWN = 24
+
+
+def section_quality(page: Page) -> dict[str, Any] | None:
+    """The label-free quality: the verdict, clusters that look alike (with the recut command
+    that merges the closest pair), and the photos that fit no cluster well."""
+    data, q = page.data, page.data.quality
+    if not q:
+        return None
+    k = data.num_clusters
+    pairs = [
+        {"a": page.cluster_label(p["clusters"][0]), "b": page.cluster_label(p["clusters"][1]),
+         "share": f"{p['link_share']:.0%}"}
+        for p in q.get("similar_pairs", [])
+    ]  # fmt: skip
+    outliers = []
+    if data.agreement is not None:
+        low = np.flatnonzero(data.agreement <= q.get("outlier_agreement_at_most", 0.2))
+        order = low[np.argsort(data.agreement[low], kind="stable")][:OUTLIERS_SHOWN]
+        scale = thumb_scale(data.images.shape[-1])
+        outliers = [_thumbnail(page, int(i), int(data.clusters[i]), scale) for i in order]
+    merge = f"deepclust recut {data.info.get('run_dir', 'RUN')} --k {k - 1}" if k > 2 else None
+    return {"q": q, "pairs": pairs, "merge": merge, "outliers": outliers}
 
 
 def section_confusion(page: Page) -> dict[str, Any] | None:
@@ -480,6 +517,7 @@ PAGE: tuple[tuple[str, Callable[[Page], dict[str, Any] | None]], ...] = (
     ("warnings", section_warnings),
     ("metrics", section_metrics),
     ("k", section_k),
+    ("quality", section_quality),
     ("clusters", section_clusters),
     ("confusion", section_confusion),
     ("sizes", section_sizes),
