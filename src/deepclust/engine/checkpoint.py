@@ -96,7 +96,7 @@ def _refused(path: Path, e: pickle.UnpicklingError) -> CheckpointError:
     what = f" (it names {found[1]})" if found else ""
     return CheckpointError(
         f"checkpoint '{path}' holds objects other than tensors and plain values{what} and was "
-        "refused: it was not written by deepclust or was tampered with, and a run folder must "
+        "refused (deepclust loads checkpoints with weights_only=True): it was not written by deepclust or was tampered with, and a run folder must "
         "not run code. Use a run folder you trust, or train again."
     )
 
@@ -110,9 +110,11 @@ def _wrong_fields(state: dict[str, Any]) -> list[str]:
     wrong += [f"meta.{k}" for k in META if not isinstance(meta.get(k), int) or meta[k] < 1]
     model = state.get("model")
     if "meta.num_clusters" not in wrong and isinstance(model, dict):
-        # K sizes a head or the centroids: a K no tensor has would be allocated for nothing
+        # K sizes a head or the centroids: a K larger than every saved dimension would be
+        # allocated for nothing (a tampered 10^9 asked for terabytes)
         shapes = [v.shape for v in model.values() if isinstance(v, torch.Tensor)]
-        if not any(meta["num_clusters"] in shape for shape in shapes):
+        largest = max((d for shape in shapes for d in shape), default=0)
+        if meta["num_clusters"] > largest:
             wrong.append("meta.num_clusters")
     return wrong
 
