@@ -130,6 +130,48 @@ def test_fidelity_sic_paper_configs_raw_features_and_self_in_the_neighbours(data
     assert p["head_features"] == "raw" and p["neighbours_include_self"] is True
 
 
+@pytest.mark.parametrize(
+    "dataset", ["cifar10", "cifar20", "stl10", "imagenet10", "imagenet_dogs", "tiny_imagenet"]
+)
+def test_fidelity_sic_paper_configs_rank_centres_by_logits_over_raw_features(dataset):
+    p = cfg("sic", dataset).params
+    assert p["centre_ranking"] == "logits" and p["centre_features"] == "raw"
+    assert p["text_mean"] == "raw"
+
+
+def test_fidelity_sic_semantic_centres_and_uniqueness_average_raw_text_when_asked():
+    from deepclust.losses.semantic import semantic_centres, uniqueness_filter
+
+    raw = torch.randn(40, 8) * (1 + 9 * torch.rand(40, 1))  # text norms that vary
+    unit = F.normalize(raw, dim=1)
+    centres = F.normalize(torch.randn(3, 8), dim=1)
+    near = (centres @ unit.T).topk(5, dim=1).indices
+    expected = F.normalize(raw[near].mean(dim=1), dim=1)  # the authors' search_sim_texts
+    assert torch.allclose(semantic_centres(centres, unit, 5, raw), expected, atol=1e-6)
+    mean = F.normalize(raw.mean(dim=0), dim=0)  # the authors' uniqueness_filter
+    assert torch.equal(uniqueness_filter(unit, 0.05, raw), unit @ mean < 0.95)
+
+
+def test_fidelity_sic_image_centres_rank_by_logits_and_average_raw_features():
+    # the authors' ComputeCenter: per cluster, the floor(xi_c N / K) samples of highest
+    # head *logit* (not probability), their *raw* features averaged, then normalised
+    feats = torch.randn(24, 8) * (5 + 5 * torch.rand(24, 1))
+    for ranking in ("logits", "probabilities"):
+        for space in ("raw", "unit"):
+            method = tiny_sic(
+                semantic_space="image", image_anchors=6, kmeans_n_init=1, head_features="raw",
+                centre_ranking=ranking, centre_features=space, xi_c=0.5,
+            )  # fmt: skip
+            method.on_train_start(sic_context(feats))
+            method.refresh_centres()
+            logits = method.head(feats)
+            scores = logits if ranking == "logits" else torch.softmax(logits, dim=1)
+            top = scores.topk(4, dim=0).indices  # floor(0.5 * 24 / 3) = 4
+            x = feats if space == "raw" else F.normalize(feats, dim=1)
+            expected = F.normalize(x[top].mean(dim=0), dim=1)
+            assert torch.allclose(method.image_centres, expected, atol=1e-6), (ranking, space)
+
+
 def test_fidelity_sic_head_sees_raw_or_unit_features():
     x = 7.0 * torch.randn(5, 8)  # CLIP-like norms
     for mode, seen in (("raw", x), ("normalised", F.normalize(x, dim=1))):
