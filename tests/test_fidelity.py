@@ -501,3 +501,19 @@ def test_fidelity_cosine_progress_over_all_epochs_as_the_code():
         epoch = (step + 1) / ipe  # the code: n_iter / iter_per_epoch, n_iter = step + 1
         expected = 0.5 * (1 + math.cos((epoch - 50) * math.pi / 1000))
         assert lr_factor(step, sched, ipe, total) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fidelity_imc_swav_mi_eps_zero_is_the_codes_formula():
+    # the authors' costs.mi: logs without an epsilon; deepclust guards them with 1e-12
+    # (about 1e-9 relative on the loss); params.mi_eps: 0 gives their formula exactly
+    torch.manual_seed(0)
+    y, u = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 7, dtype=torch.float64)
+    py, pu = torch.softmax(y, -1), torch.softmax(u / 0.1, -1)
+    p_yu = py.T @ pu
+    p_yu = p_yu / p_yu.sum()
+    p_u, p_y = p_yu.sum(0).view(1, -1), p_yu.sum(1).view(-1, 1)
+    expected = (p_yu * (p_u.log() - p_yu.log())).sum() + 4 * (p_yu * p_y.log()).sum()
+    got = mutual_information_loss(py, pu, 4.0, eps=0.0)
+    assert abs(float(got - expected)) <= 1e-14 * abs(float(expected))
+    method = IMCSwAV(IMCSwAVParams(mi_eps=0.0), frozen_identity(8), num_clusters=3, num_samples=8)
+    assert method.params.mi_eps == 0.0
