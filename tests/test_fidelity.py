@@ -517,3 +517,16 @@ def test_fidelity_imc_swav_mi_eps_zero_is_the_codes_formula():
     assert abs(float(got - expected)) <= 1e-14 * abs(float(expected))
     method = IMCSwAV(IMCSwAVParams(mi_eps=0.0), frozen_identity(8), num_clusters=3, num_samples=8)
     assert method.params.mi_eps == 0.0
+
+
+def test_fidelity_digpro_groups_reset_on_the_codes_iterations():
+    # the code: `n_iter > 1 and n_iter % K == 0` with n_iter = step + 1 (counted from 1)
+    code = DigPro(
+        DigProParams(group_reset_offset=1), frozen_identity(8), num_clusters=4, num_samples=8
+    )
+    due = [s for s in range(13) if code.group_reset_due(s)]
+    assert due == [s for s in range(13) if s + 1 > 1 and (s + 1) % 4 == 0] == [3, 7, 11]
+    default = DigPro(DigProParams(), frozen_identity(8), num_clusters=4, num_samples=8)
+    assert [s for s in range(13) if default.group_reset_due(s)] == [4, 8, 12]
+    for dataset in ("imagenet10", "imagenet_dogs", "tiny_imagenet", "cifar10", "cifar20"):
+        assert cfg("digpro", dataset).params["group_reset_offset"] == 1

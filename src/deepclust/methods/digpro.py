@@ -115,6 +115,7 @@ class DigProParams:
     group_temperature: float = 0.1
     group_momentum: float = 0.99
     group_reset_every: int | None = None  # iterations; None = K (the paper), 0 = never
+    group_reset_offset: int = 0  # 1 = the code, which counts iterations from 1 (one step earlier)
     group_members: Literal["target", "online"] = "target"
     group_mean: Literal["unit", "raw"] = "unit"  # raw: unnormalised projections (the code)
     group_gradient: bool = False  # True: L_group's gradient also flows through the moved G
@@ -263,7 +264,7 @@ class DigPro(Method):
         """Whether the group centres are re-initialised by k-means at the start of `step`."""
         every = self.params.group_reset_every
         every = self.num_clusters if every is None else every
-        return every > 0 and step > 0 and step % every == 0
+        return every > 0 and step > 0 and (step + self.params.group_reset_offset) % every == 0
 
     @torch.no_grad()
     def reset_groups(self, step: int) -> bool:
