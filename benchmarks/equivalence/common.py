@@ -70,17 +70,20 @@ def parse_args(method: str, doc: str | None) -> argparse.Namespace:
 
 
 def source_commit(folder: Path, method: str) -> dict[str, str]:
-    """The authors' repository and commit: git's if the folder is a checkout, else the known one."""
+    """The authors' repository and commit: git's if the folder is itself a checkout, else the
+    commit the scripts were written against (from the folder's provenance)."""
     repo, known = KNOWN_COMMITS[method]
-    commit = known
+    commit, source = known, "stated (the folder is not a git checkout)"
     with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
+        top, head = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel", "HEAD"],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout.strip()
-    return {"repository": repo, "commit": commit, "folder": str(folder)}
+        ).stdout.split()
+        if Path(top).resolve() == folder.resolve():
+            commit, source = head, "git"
+    return {"repository": repo, "commit": commit, "commit_from": source, "folder": str(folder)}
 
 
 class Patches:
