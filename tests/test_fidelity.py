@@ -6,6 +6,7 @@ One test (or a few) per review item of docs/fidelity.md; `pytest -k fidelity` ru
 from __future__ import annotations
 
 import copy
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -128,6 +129,48 @@ def sic_context(features: torch.Tensor) -> SimpleNamespace:
 def test_fidelity_sic_paper_configs_raw_features_and_self_in_the_neighbours(dataset):
     p = cfg("sic", dataset).params
     assert p["head_features"] == "raw" and p["neighbours_include_self"] is True
+
+
+@pytest.mark.parametrize(
+    "dataset", ["cifar10", "cifar20", "stl10", "imagenet10", "imagenet_dogs", "tiny_imagenet"]
+)
+def test_fidelity_sic_paper_configs_rank_centres_by_logits_over_raw_features(dataset):
+    p = cfg("sic", dataset).params
+    assert p["centre_ranking"] == "logits" and p["centre_features"] == "raw"
+    assert p["text_mean"] == "raw"
+
+
+def test_fidelity_sic_semantic_centres_and_uniqueness_average_raw_text_when_asked():
+    from deepclust.losses.semantic import semantic_centres, uniqueness_filter
+
+    raw = torch.randn(40, 8) * (1 + 9 * torch.rand(40, 1))  # text norms that vary
+    unit = F.normalize(raw, dim=1)
+    centres = F.normalize(torch.randn(3, 8), dim=1)
+    near = (centres @ unit.T).topk(5, dim=1).indices
+    expected = F.normalize(raw[near].mean(dim=1), dim=1)  # the authors' search_sim_texts
+    assert torch.allclose(semantic_centres(centres, unit, 5, raw), expected, atol=1e-6)
+    mean = F.normalize(raw.mean(dim=0), dim=0)  # the authors' uniqueness_filter
+    assert torch.equal(uniqueness_filter(unit, 0.05, raw), unit @ mean < 0.95)
+
+
+def test_fidelity_sic_image_centres_rank_by_logits_and_average_raw_features():
+    # the authors' ComputeCenter: per cluster, the floor(xi_c N / K) samples of highest
+    # head *logit* (not probability), their *raw* features averaged, then normalised
+    feats = torch.randn(24, 8) * (5 + 5 * torch.rand(24, 1))
+    for ranking in ("logits", "probabilities"):
+        for space in ("raw", "unit"):
+            method = tiny_sic(
+                semantic_space="image", image_anchors=6, kmeans_n_init=1, head_features="raw",
+                centre_ranking=ranking, centre_features=space, xi_c=0.5,
+            )  # fmt: skip
+            method.on_train_start(sic_context(feats))
+            method.refresh_centres()
+            logits = method.head(feats)
+            scores = logits if ranking == "logits" else torch.softmax(logits, dim=1)
+            top = scores.topk(4, dim=0).indices  # floor(0.5 * 24 / 3) = 4
+            x = feats if space == "raw" else F.normalize(feats, dim=1)
+            expected = F.normalize(x[top].mean(dim=0), dim=1)
+            assert torch.allclose(method.image_centres, expected, atol=1e-6), (ranking, space)
 
 
 def test_fidelity_sic_head_sees_raw_or_unit_features():
@@ -370,3 +413,120 @@ def test_fidelity_accumulated_labelled_rows_refuse_several_processes(monkeypatch
     ctx = SimpleNamespace(fit_set=SimpleNamespace(labels=torch.zeros(8)))
     with pytest.raises(ConfigError, match="labelled_stream=auxiliary"):
         method.on_train_start(ctx)
+
+
+# ------------------------------------------------------------------ #32: DigPro's step as the code
+
+
+@pytest.mark.parametrize(
+    "dataset", ["imagenet10", "imagenet_dogs", "tiny_imagenet", "cifar10", "cifar20"]
+)
+def test_fidelity_digpro_paper_configs_take_the_codes_step(dataset):
+    c = cfg("digpro", dataset)
+    p = c.params
+    assert p["group_members"] == "online" and p["group_mean"] == "raw"
+    assert p["group_gradient"] is True and p["target_update"] == "in_forward"
+    assert p["absent_class_logit"] == -10.0
+    assert c.train.schedule.cosine_progress == "total"
+
+
+def test_fidelity_digpro_group_gradient_reaches_the_online_projection_through_the_centres():
+    # lightly's SMoG prototypes (the authors' code): G_c <- 0.99 G_c + 0.01 mean(q) with q
+    # the raw online projections, not detached: L_group's gradient also flows through G
+    from deepclust.losses.grouping import moved_group_centres
+
+    centres = F.normalize(torch.randn(3, 4), dim=1)
+    q = torch.randn(6, 4, requires_grad=True)
+    members = torch.tensor([0, 0, 1, 2, 2, 2])
+    moved = moved_group_centres(centres, q, members, 0.99, unit=False)
+    expected = torch.stack(
+        [0.99 * centres[c] + 0.01 * q[members == c].mean(dim=0) for c in range(3)]
+    )
+    assert torch.allclose(moved, expected, atol=1e-6)
+    moved.sum().backward()
+    assert q.grad is not None and q.grad.abs().sum() > 0
+
+
+def test_fidelity_digpro_absent_classes_get_the_codes_logit():
+    from deepclust.losses.prototype import prototype_aggregation_loss
+
+    q, k = torch.randn(6, 4), torch.randn(6, 4)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])  # class 3 absent
+    exact = prototype_aggregation_loss(q, k, labels, 4, 0.5)
+    filled = prototype_aggregation_loss(q, k, labels, 4, 0.5, absent_logit=-10.0)
+    qn, kn = F.normalize(q, dim=1), F.normalize(k, dim=1)
+    qc = F.normalize(torch.stack([qn[labels == c].mean(0) for c in range(3)]), dim=1)
+    kc = F.normalize(torch.stack([kn[labels == c].mean(0) for c in range(3)]), dim=1)
+    pos = (qc * kc).sum(1) / 0.5
+    neg = qc @ qc.T / 0.5
+    rows = [
+        torch.logsumexp(
+            torch.cat([pos[c : c + 1], neg[c][torch.arange(3) != c], torch.tensor([-10.0])]), 0
+        )
+        - pos[c]
+        for c in range(3)
+    ]
+    assert torch.allclose(filled, torch.stack(rows).mean(), atol=1e-6)
+    assert abs(float(filled - exact)) > 1e-7  # about e^-10 inside each sum
+
+
+def test_fidelity_digpro_target_moves_inside_the_step_when_asked():
+    # the authors update the target (0.996) at the end of the forward pass, from the online
+    # weights before the optimiser step; deepclust's default updates it after the step
+    method = DigPro(
+        DigProParams(target_update="in_forward", warmup_epochs=0, latent_std=0.0),
+        frozen_identity(8), num_clusters=3, num_samples=12,
+    )  # fmt: skip
+    online = [q.detach().clone() for q in method.projector.parameters()]
+    target = [q.detach().clone() for q in method.target_projector.parameters()]
+    method.pseudo_labels.copy_(torch.arange(12) % 3)
+    x = torch.randn(6, 8)
+    info = StepInfo(0, 1, 1, 2, 4, indices=torch.arange(6))
+    method.training_step([x, x + 0.1], info)
+    for t, t0, o in zip(method.target_projector.parameters(), target, online, strict=True):
+        assert torch.allclose(t, 0.996 * t0 + 0.004 * o, atol=1e-7)
+    before = [q.detach().clone() for q in method.target_projector.parameters()]
+    method.after_optimizer_step(info)
+    after = method.target_projector.parameters()
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_fidelity_cosine_progress_over_all_epochs_as_the_code():
+    from deepclust.config import ScheduleConfig
+    from deepclust.engine.schedule import lr_factor
+
+    sched = ScheduleConfig(name="cosine", warmup_epochs=50, cosine_progress="total")
+    ipe, total = 195, 1000 * 195
+    for step in (50 * 195, 60 * 195 + 2, total - 1):
+        epoch = (step + 1) / ipe  # the code: n_iter / iter_per_epoch, n_iter = step + 1
+        expected = 0.5 * (1 + math.cos((epoch - 50) * math.pi / 1000))
+        assert lr_factor(step, sched, ipe, total) == pytest.approx(expected, rel=1e-12)
+
+
+def test_fidelity_imc_swav_mi_eps_zero_is_the_codes_formula():
+    # the authors' costs.mi: logs without an epsilon; deepclust guards them with 1e-12
+    # (about 1e-9 relative on the loss); params.mi_eps: 0 gives their formula exactly
+    torch.manual_seed(0)
+    y, u = torch.randn(16, 5, dtype=torch.float64), torch.randn(16, 7, dtype=torch.float64)
+    py, pu = torch.softmax(y, -1), torch.softmax(u / 0.1, -1)
+    p_yu = py.T @ pu
+    p_yu = p_yu / p_yu.sum()
+    p_u, p_y = p_yu.sum(0).view(1, -1), p_yu.sum(1).view(-1, 1)
+    expected = (p_yu * (p_u.log() - p_yu.log())).sum() + 4 * (p_yu * p_y.log()).sum()
+    got = mutual_information_loss(py, pu, 4.0, eps=0.0)
+    assert abs(float(got - expected)) <= 1e-14 * abs(float(expected))
+    method = IMCSwAV(IMCSwAVParams(mi_eps=0.0), frozen_identity(8), num_clusters=3, num_samples=8)
+    assert method.params.mi_eps == 0.0
+
+
+def test_fidelity_digpro_groups_reset_on_the_codes_iterations():
+    # the code: `n_iter > 1 and n_iter % K == 0` with n_iter = step + 1 (counted from 1)
+    code = DigPro(
+        DigProParams(group_reset_offset=1), frozen_identity(8), num_clusters=4, num_samples=8
+    )
+    due = [s for s in range(13) if code.group_reset_due(s)]
+    assert due == [s for s in range(13) if s + 1 > 1 and (s + 1) % 4 == 0] == [3, 7, 11]
+    default = DigPro(DigProParams(), frozen_identity(8), num_clusters=4, num_samples=8)
+    assert [s for s in range(13) if default.group_reset_due(s)] == [4, 8, 12]
+    for dataset in ("imagenet10", "imagenet_dogs", "tiny_imagenet", "cifar10", "cifar20"):
+        assert cfg("digpro", dataset).params["group_reset_offset"] == 1

@@ -114,6 +114,9 @@ class ScheduleConfig:
     milestones: tuple[int, ...] = ()  # epochs, for multistep
     gamma: float = 0.1
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of the base lr
+    # cosine progress: over the steps after warm-up (0 -> 1), or as ProPos / DigPro's code,
+    # (step + 1 - warm-up steps) / all steps (it ends above the floor)
+    cosine_progress: Literal["after_warmup", "total"] = "after_warmup"
 
 
 @dataclass

@@ -132,8 +132,10 @@ def text_embeddings(
     device: torch.device | str = "cpu",
     batch_size: int = 256,
     progress: bool = False,
+    unit: bool = True,
 ) -> torch.Tensor:
-    """Unit embeddings [T, D] (float32, CPU) of the prompted nouns, from the cache when present."""
+    """Unit embeddings [T, D] (float32, CPU) of the prompted nouns, from the cache when present
+    (unit=False: the text tower's raw embeddings, cached apart)."""
     from safetensors.torch import load_file
 
     from deepclust.encoders.cache import save_atomic
@@ -143,7 +145,8 @@ def text_embeddings(
     target = None
     if folder is not None and f"@{RANDOM}" not in text.identity:
         key = hashlib.blake2b(
-            f"{text.identity}|{template}|{vocabulary_hash(nouns)}".encode(), digest_size=16
+            f"{text.identity}|{template}|{vocabulary_hash(nouns)}{'' if unit else '|raw'}".encode(),
+            digest_size=16,
         ).hexdigest()
         target = folder / f"{key}.safetensors"
         if target.exists():
@@ -154,7 +157,8 @@ def text_embeddings(
         range(0, len(sentences), batch_size), desc="text", disable=not progress, leave=False
     ):
         parts.append(text.encode(sentences[start : start + batch_size], device).float().cpu())
-    embeddings = F.normalize(torch.cat(parts), dim=1)
+    embeddings = torch.cat(parts)
+    embeddings = F.normalize(embeddings, dim=1) if unit else embeddings
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         save_atomic({"embeddings": embeddings}, target)

@@ -54,7 +54,9 @@ def lr_factor(step: int, cfg: ScheduleConfig, steps_per_epoch: int, total_steps:
     if cfg.name == "cosine":
         if step < warmup:
             return warm
-        span = max(total_steps - warmup, 1)
-        progress = min((step - warmup) / span, 1.0)
+        if cfg.cosine_progress == "total":
+            progress = min((step + 1 - warmup) / max(total_steps, 1), 1.0)
+        else:
+            progress = min((step - warmup) / max(total_steps - warmup, 1), 1.0)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"unknown schedule {cfg.name}")

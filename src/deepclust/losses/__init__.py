@@ -12,6 +12,7 @@ from deepclust.losses.grouping import (
     assign_groups,
     enqueue,
     group_contrast_loss,
+    moved_group_centres,
     update_group_centres,
 )
 from deepclust.losses.mutual_information import (
@@ -49,6 +50,7 @@ __all__ = [
     "joint_distribution",
     "logit_penalty",
     "memory_bank_scores",
+    "moved_group_centres",
     "mutual_information_loss",
     "nce_loss",
     "nce_normaliser",

@@ -30,6 +30,6 @@ def soft_cross_entropy(targets: torch.Tensor, logits: torch.Tensor) -> torch.Ten
 
 
 def entropy(p: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
-    """H(p) = -sum p log p along `dim` (natural log); p [..., K] -> [...]."""
-    p = p.float()
+    """H(p) = -sum p log p along `dim` (natural log); p [..., K] -> [...] (at least float32)."""
+    p = p.to(torch.promote_types(p.dtype, torch.float32))
     return -(p * (p + eps).log()).sum(dim=dim)

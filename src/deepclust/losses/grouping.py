@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from deepclust.engine.distributed import all_reduce_sum
+from deepclust.engine.distributed import all_reduce_sum_grad
 
 
 def assign_groups(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -23,23 +23,40 @@ def assign_groups(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor
     return sims.argmax(dim=1)
 
 
-@torch.no_grad()
-def update_group_centres(
-    centres: torch.Tensor, features: torch.Tensor, members: torch.Tensor, momentum: float
+def moved_group_centres(
+    centres: torch.Tensor,
+    features: torch.Tensor,
+    members: torch.Tensor,
+    momentum: float,
+    unit: bool = True,
 ) -> torch.Tensor:
     """centres [K, D], features [B, D], members [B] (group of each row) -> new centres [K, D].
 
-    g_k <- momentum * g_k + (1 - momentum) * mean{normalize(f_b) : members_b = k} for every
-    group with at least one member in the global batch; the others are returned unchanged.
+    g_k <- momentum * g_k + (1 - momentum) * mean{f_b : members_b = k} for every group with
+    at least one member in the global batch (f_b normalised when `unit`, raw otherwise as
+    lightly's SMoG prototypes in the authors' code); the others are returned unchanged.
+    Differentiable in `features` (the code lets L_group's gradient through the centres).
     """
     k = centres.shape[0]
-    fn = F.normalize(features.float(), dim=1)
-    onehot = F.one_hot(members.long(), k).to(fn.dtype)  # [B, K]
-    stats = all_reduce_sum(torch.cat([onehot.T @ fn, onehot.sum(0)[:, None]], dim=1))
+    f = F.normalize(features.float(), dim=1) if unit else features.float()
+    onehot = F.one_hot(members.long(), k).to(f.dtype)  # [B, K]
+    stats = all_reduce_sum_grad(torch.cat([onehot.T @ f, onehot.sum(0)[:, None]], dim=1))
     sums, counts = stats[:, :-1], stats[:, -1:]
     means = sums / counts.clamp_min(1.0)
     moved = momentum * centres.float() + (1.0 - momentum) * means
     return torch.where(counts > 0, moved, centres.float()).to(centres.dtype)
+
+
+@torch.no_grad()
+def update_group_centres(
+    centres: torch.Tensor,
+    features: torch.Tensor,
+    members: torch.Tensor,
+    momentum: float,
+    unit: bool = True,
+) -> torch.Tensor:
+    """moved_group_centres without gradient (the centres as a running statistic)."""
+    return moved_group_centres(centres, features, members, momentum, unit)
 
 
 def group_contrast_loss(

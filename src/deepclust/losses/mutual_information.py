@@ -21,7 +21,8 @@ def joint_distribution(p_y: torch.Tensor, p_u: torch.Tensor) -> torch.Tensor:
     one-process loss. Leading dimensions broadcast (e.g. [V, 1, B, K] with [1, V, B, P] gives
     all V x V view pairs at once, with one all-reduce).
     """
-    counts = all_reduce_sum_grad(p_y.float().transpose(-2, -1) @ p_u.float())
+    wide = torch.promote_types(torch.promote_types(p_y.dtype, p_u.dtype), torch.float32)
+    counts = all_reduce_sum_grad(p_y.to(wide).transpose(-2, -1) @ p_u.to(wide))  # >= float32
     total = counts.sum(dim=(-2, -1), keepdim=True)
     return counts / total.clamp_min(torch.finfo(counts.dtype).tiny)  # no samples: all zeros
 
@@ -37,10 +38,12 @@ def information_objective(
 
 
 def mutual_information_loss(
-    p_y: torch.Tensor, p_u: torch.Tensor, beta: float = 4.0
+    p_y: torch.Tensor, p_u: torch.Tensor, beta: float = 4.0, eps: float = 1e-12
 ) -> torch.Tensor:
-    """information_objective of the batch joint of p_y [..., B, K] and p_u [..., B, P] -> [...]."""
-    return information_objective(joint_distribution(p_y, p_u), beta)
+    """information_objective of the batch joint of p_y [..., B, K] and p_u [..., B, P] -> [...].
+
+    eps guards the logs (0: the authors' formula exactly, about 1e-9 relative apart)."""
+    return information_objective(joint_distribution(p_y, p_u), beta, eps)
 
 
 def logit_penalty(logits: torch.Tensor, bound: float = 5.0) -> torch.Tensor:

@@ -33,8 +33,12 @@ def prototype_aggregation_loss(
     labels: torch.Tensor,
     num_classes: int,
     temperature: float = 0.5,
+    absent_logit: float | None = None,
 ) -> torch.Tensor:
     """q [B, D] online features (gradients flow), k [B, D] target features, labels [B] -> scalar.
+
+    absent_logit: None masks absent classes out exactly; a number (the authors' -10) is the
+    logit their columns get instead.
 
     B is this process's part of the batch; prototypes are over the global batch. The
     features need not be normalised (they are, row-wise, before averaging).
@@ -53,7 +57,8 @@ def prototype_aggregation_loss(
     logits = q_proto @ q_proto.T / temperature  # [K, K]
     eye = torch.eye(num_classes, dtype=torch.bool, device=logits.device)
     logits = torch.where(eye, pos[:, None], logits)
-    logits = logits.masked_fill(~present[None, :] & ~eye, float("-inf"))
+    fill = float("-inf") if absent_logit is None else absent_logit
+    logits = logits.masked_fill(~present[None, :] & ~eye, fill)
     per_class = torch.logsumexp(logits, dim=1) - pos  # finite for absent rows too (diagonal)
     weight = present.to(per_class.dtype)
     return (per_class * weight).sum() / weight.sum().clamp_min(1.0)  # no host sync

@@ -39,42 +39,59 @@ def image_centre_filter(centres: torch.Tensor, nouns: torch.Tensor, gamma_r: int
     return keep
 
 
-def uniqueness_filter(nouns: torch.Tensor, gamma_u: float) -> torch.Tensor:
+def uniqueness_filter(
+    nouns: torch.Tensor, gamma_u: float, values: torch.Tensor | None = None
+) -> torch.Tensor:
     """nouns [T, D] -> bool [T]: cos(noun, normalised mean noun) < 1 - gamma_u.
 
     A noun close to the mean of the whole vocabulary is close to everything and so tells
-    clusters apart badly ("object", "thing").
+    clusters apart badly ("object", "thing"). values [T, D]: the rows averaged (default
+    the unit nouns; the authors average raw text embeddings).
     """
-    mean = F.normalize(nouns.float().mean(dim=0), dim=0)
+    rows = nouns if values is None else values
+    mean = F.normalize(rows.float().mean(dim=0), dim=0)
     return nouns.float() @ mean < 1.0 - gamma_u
 
 
 def semantic_space(
-    centres: torch.Tensor, nouns: torch.Tensor, gamma_r: int, gamma_u: float
+    centres: torch.Tensor,
+    nouns: torch.Tensor,
+    gamma_r: int,
+    gamma_u: float,
+    values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """centres [K, D], nouns [T, D] -> indices [S] (ascending) of the nouns in both filters."""
-    keep = image_centre_filter(centres, nouns, gamma_r) & uniqueness_filter(nouns, gamma_u)
+    """centres [K, D], nouns [T, D] -> indices [S] (ascending) of the nouns in both filters
+    (values: the rows the uniqueness filter averages, see uniqueness_filter)."""
+    keep = image_centre_filter(centres, nouns, gamma_r) & uniqueness_filter(nouns, gamma_u, values)
     return keep.nonzero().flatten()
 
 
 def confident_image_centres(
-    features: torch.Tensor, probs: torch.Tensor, xi_c: float
+    features: torch.Tensor, scores: torch.Tensor, xi_c: float
 ) -> torch.Tensor:
-    """features [N, D] (unit rows), probs [N, K] -> image centres v [K, D] (unit rows).
+    """features [N, D], scores [N, K] -> image centres v [K, D] (unit rows).
 
     v_c is the normalised mean feature of the floor(xi_c * N / K) samples (at least one)
-    with the highest probability of cluster c; a sample may serve several clusters.
+    with the highest score for cluster c (its probability, or the head's logit as the
+    authors' code ranks); a sample may serve several clusters.
     """
-    n, k = probs.shape
+    n, k = scores.shape
     m = max(1, min(n, int(xi_c * n / k)))
-    top = probs.float().topk(m, dim=0).indices  # [m, K]
+    top = scores.float().topk(m, dim=0).indices  # [m, K]
     return F.normalize(features.float()[top].mean(dim=0), dim=1)
 
 
-def semantic_centres(image_centres: torch.Tensor, space: torch.Tensor, xi_a: int) -> torch.Tensor:
-    """image centres [K, D], semantic space [S, D] -> h [K, D]: mean of each centre's xi_a nearest nouns."""
+def semantic_centres(
+    image_centres: torch.Tensor,
+    space: torch.Tensor,
+    xi_a: int,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """image centres [K, D], semantic space [S, D] -> h [K, D]: normalised mean of each
+    centre's xi_a nearest nouns (of `values`' rows when given: the authors' raw embeddings)."""
     near = nearest_rows(image_centres, space, xi_a)  # [K, xi_a]
-    return F.normalize(space.float()[near].mean(dim=1), dim=1)
+    rows = space if values is None or not len(values) else values
+    return F.normalize(rows.float()[near].mean(dim=1), dim=1)
 
 
 def semantic_pseudo_labels(features: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:

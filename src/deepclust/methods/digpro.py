@@ -81,6 +81,7 @@ from deepclust.losses import (
     enqueue,
     float32_maths,
     group_contrast_loss,
+    moved_group_centres,
     prototype_aggregation_loss,
     update_group_centres,
 )
@@ -114,7 +115,12 @@ class DigProParams:
     group_temperature: float = 0.1
     group_momentum: float = 0.99
     group_reset_every: int | None = None  # iterations; None = K (the paper), 0 = never
+    group_reset_offset: int = 0  # 1 = the code, which counts iterations from 1 (one step earlier)
     group_members: Literal["target", "online"] = "target"
+    group_mean: Literal["unit", "raw"] = "unit"  # raw: unnormalised projections (the code)
+    group_gradient: bool = False  # True: L_group's gradient also flows through the moved G
+    absent_class_logit: float | None = None  # None: masked exactly; the code: -10
+    target_update: Literal["after_step", "in_forward"] = "after_step"  # in_forward: the code
     memory_size: int = 2560
     # k-means (E-step, group re-initialisation, prediction)
     kmeans_iters: int = 300
@@ -258,7 +264,7 @@ class DigPro(Method):
         """Whether the group centres are re-initialised by k-means at the start of `step`."""
         every = self.params.group_reset_every
         every = self.num_clusters if every is None else every
-        return every > 0 and step > 0 and step % every == 0
+        return every > 0 and step > 0 and (step + self.params.group_reset_offset) % every == 0
 
     @torch.no_grad()
     def reset_groups(self, step: int) -> bool:
@@ -292,17 +298,24 @@ class DigPro(Method):
             z32 = z.float()
             return self.predictor(z32 + self.latent_noise(z32, step, view))
 
-    @torch.no_grad()
     def group_step(self, z: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Assign targets k [B, D] to groups, move G toward the online z [B, D]; -> (a [B], G [K, D])."""
-        assignment = assign_groups(k, self.group_centres)
-        members = assignment
-        if self.params.group_members == "online":
-            members = assign_groups(z, self.group_centres)
-        centres = update_group_centres(
-            self.group_centres, z.float(), members, self.params.group_momentum
+        """Assign targets k [B, D] to groups, move G toward the online z [B, D]; -> (a [B], G [K, D]).
+
+        The moved G carries z's gradient only under group_gradient (the code's SMoG).
+        """
+        p = self.params
+        with torch.no_grad():
+            assignment = assign_groups(k, self.group_centres)
+            members = assignment
+            if p.group_members == "online":
+                members = assign_groups(z, self.group_centres)
+        move = moved_group_centres if p.group_gradient else update_group_centres
+        z = z if p.group_gradient else z.detach()
+        centres = move(
+            self.group_centres, z.float(), members, p.group_momentum, p.group_mean == "unit"
         )
-        self.group_centres.copy_(centres)
+        with torch.no_grad():
+            self.group_centres.copy_(centres)
         return assignment, centres
 
     @torch.no_grad()
@@ -327,12 +340,16 @@ class DigPro(Method):
             labels = self.pseudo_labels[info.indices]
 
         z = [self.online_projection(v) for v in views]
-        with torch.no_grad():
-            k = [self.target_embed(v) for v in views]
-        pred = [self.predictor(zv) for zv in z]
-        noisy = pred
-        if not warm and p.latent_std > 0:
-            noisy = [self.noisy_prediction(zv, info.step, i) for i, zv in enumerate(z)]
+        # per direction (a, b) as the code: target of view b, predictor of z_a, its noisy pass
+        # (the order the BatchNorm running statistics see the batches)
+        k: list[torch.Tensor] = list(views)
+        pred, noisy = list(z), list(z)
+        for a, b in ((0, 1), (1, 0)):
+            with torch.no_grad():
+                k[b] = self.target_embed(views[b])
+            pred[a] = noisy[a] = self.predictor(z[a])
+            if not warm and p.latent_std > 0:
+                noisy[a] = self.noisy_prediction(z[a], info.step, a)
 
         zero = z[0].new_zeros((), dtype=torch.float32)
         ins, group, proto = zero, zero, zero
@@ -340,13 +357,16 @@ class DigPro(Method):
             for a, b in ((0, 1), (1, 0)):
                 za, pa = z[a].float(), pred[a].float()
                 ins = ins - 2 * F.cosine_similarity(noisy[a].float(), k[b], dim=1).mean()
-                assignment, centres = self.group_step(za.detach(), k[b])
+                assignment, centres = self.group_step(za, k[b])
                 group = group + group_contrast_loss(pa, centres, assignment, p.group_temperature)
                 if labels is not None:
                     proto = proto + prototype_aggregation_loss(
-                        za, k[b], labels, self.num_clusters, p.proto_temperature
-                    )
+                        za, k[b], labels, self.num_clusters, p.proto_temperature,
+                        p.absent_class_logit,
+                    )  # fmt: skip
         self.remember(z)
+        if p.target_update == "in_forward":  # the code: before the optimiser step
+            self.ema_update(self.momentum_at(info))
         return {
             "instance": ins / 2,
             "group": p.group_weight * group / 2,
@@ -354,7 +374,8 @@ class DigPro(Method):
         }
 
     def after_optimizer_step(self, info: StepInfo) -> None:
-        self.ema_update(self.momentum_at(info))
+        if self.params.target_update == "after_step":
+            self.ema_update(self.momentum_at(info))
         self.steps_done += 1
 
     # ------------------------------------------------------------------ E-step, prediction

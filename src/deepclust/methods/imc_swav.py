@@ -91,6 +91,7 @@ class IMCSwAVParams:
     sinkhorn_eps: float = 0.05
     sinkhorn_iters: int = 3
     mi_beta: float = 4.0
+    mi_eps: float = 1e-12  # guards the MI's logs; 0 = the authors' costs.mi exactly
     logit_bound: float = 5.0
     logit_weight: float = 0.01
     freeze_prototypes_iters: int = 500
@@ -287,7 +288,9 @@ class IMCSwAV(Method):
             p_y = torch.softmax(y, dim=-1)
             p_u = torch.softmax(u_cls.float() / p.temperature, dim=-1)
             # p_y of view a against p_u of view b, for all V x V pairs (same view included)
-            losses["mi"] = mutual_information_loss(p_y[:, None], p_u[None], p.mi_beta).mean()
+            losses["mi"] = mutual_information_loss(
+                p_y[:, None], p_u[None], p.mi_beta, p.mi_eps
+            ).mean()
             losses["logit"] = p.logit_weight * logit_penalty(y, p.logit_bound)
         return losses
 

@@ -38,6 +38,13 @@ Where deepclust differs from the paper and the authors' code (github.com/Bruce-X
   configs) does the same, `normalised` (the default, and the CPU / frozen recipes) feeds
   the unit features. Neighbours, centres and pseudo-labels use unit features either way
   (the pseudo-label argmax does not depend on the feature's norm).
+- The authors' per-epoch image centres (ComputeCenter) take, per cluster, the samples of
+  highest head *logit* and average their *raw* features; the paper speaks of the most
+  confident samples. `centre_ranking: logits` and `centre_features: raw` (the paper
+  configs) do as the code; the defaults rank by probability and average unit features.
+  On a random head the two rankings pick very different samples (benchmarks/equivalence/sic.py).
+- The authors average the *raw* text embeddings of a semantic centre's xi_a nouns (and of
+  the whole vocabulary in the uniqueness filter); deepclust's text embeddings are unit rows.
 - The authors' neighbour lists hold the sample itself among its k + 1 entries (SCAN's
   mining); `neighbours_include_self: true` (the paper configs) draws n(i) from i and its
   k nearest neighbours, false from the k neighbours alone.
@@ -98,6 +105,12 @@ class SICParams:
     # centres and pseudo-labels
     xi_c: float = 0.9  # fraction of N / K most confident samples per image centre
     xi_a: int = 30  # nouns per semantic centre
+    # which samples make an image centre: highest probability (the paper) or highest head
+    # logit (the authors' ComputeCenter); and whose mean: unit or raw features (the code)
+    centre_ranking: Literal["probabilities", "logits"] = "probabilities"
+    centre_features: Literal["unit", "raw"] = "unit"
+    # the mean of nouns (semantic centres, uniqueness filter): of unit or raw text embeddings
+    text_mean: Literal["unit", "raw"] = "unit"  # raw = the authors' code
     # objective
     neighbours: int = 20  # 50 for Tiny-ImageNet
     neighbours_include_self: bool = False  # True = the authors' lists (i among its k + 1)
@@ -144,6 +157,8 @@ class SIC(Method):
         self.register_buffer("head_inputs", torch.zeros(0, dim), persistent=False)
         self.register_buffer("knn", torch.zeros(0, 1, dtype=torch.long), persistent=False)
         self.register_buffer("space", torch.zeros(0, dim), persistent=False)
+        # the rows semantic centres average: the space's unit rows, or raw ones (text_mean)
+        self.register_buffer("space_values", torch.zeros(0, dim), persistent=False)
         self.space_words: list[str] | None = None
         self._seed = 0
 
@@ -182,14 +197,15 @@ class SIC(Method):
             seed=stream_seed(ctx.seed, "sic-image-centres"),
             n_init=p.kmeans_n_init,
         )
-        vocab, words = self.vocabulary_embeddings(ctx, f)
-        keep = semantic_space(clustering.centroids, vocab, p.gamma_r, p.gamma_u)
+        values, words = self.vocabulary_embeddings(ctx, f)  # raw rows under text_mean: raw
+        vocab = F.normalize(values, dim=1) if p.text_mean == "raw" else values
+        keep = semantic_space(clustering.centroids, vocab, p.gamma_r, p.gamma_u, values)
         if len(keep) == 0:
             raise ConfigError(
                 "the semantic space is empty: every noun near the image centres failed the "
                 "uniqueness filter; raise params.gamma_r or lower params.gamma_u."
             )
-        self.space = vocab[keep]
+        self.space, self.space_values = vocab[keep], values[keep]
         self.space_words = [words[i] for i in keep.tolist()] if words is not None else None
         if p.init_head == "kmeans" and not bool(self.head_initialised):
             self.head.weight.copy_(clustering.centroids)
@@ -199,7 +215,8 @@ class SIC(Method):
     def vocabulary_embeddings(
         self, ctx: FitContext, features: torch.Tensor
     ) -> tuple[torch.Tensor, list[str] | None]:
-        """The candidates for the semantic space [T, D] (unit rows) and their words (None: image-only)."""
+        """The candidates for the semantic space [T, D] (unit rows; raw text embeddings under
+        text_mean: raw) and their words (None: image-only)."""
         from deepclust.data.vocabulary import load_vocabulary
         from deepclust.encoders.vision_language import text_embeddings, text_encoder
 
@@ -221,8 +238,9 @@ class SIC(Method):
         nouns = load_vocabulary(p.vocabulary, p.lemmas)
         with rank_zero_first():  # one process embeds ~68k nouns into the cache, the rest read it
             emb = text_embeddings(
-                text, nouns, p.template, ctx.device, p.text_batch_size, ctx.progress
-            )
+                text, nouns, p.template, ctx.device, p.text_batch_size, ctx.progress,
+                unit=p.text_mean == "unit",
+            )  # fmt: skip
         if emb.shape[1] != features.shape[1]:
             raise ConfigError(
                 f"text embeddings are {emb.shape[1]}-d but image features {features.shape[1]}-d: "
@@ -234,10 +252,12 @@ class SIC(Method):
     def refresh_centres(self) -> None:
         """Image centres v, semantic centres h from the current head over the whole fit set."""
         p = self.params
-        probs = torch.softmax(self.head(self.head_inputs).float(), dim=1)
-        v = confident_image_centres(self.fit_features, probs, p.xi_c)
+        logits = self.head(self.head_inputs).float()
+        scores = logits if p.centre_ranking == "logits" else torch.softmax(logits, dim=1)
+        features = self.head_inputs if p.centre_features == "raw" else self.fit_features
+        v = confident_image_centres(features, scores, p.xi_c)
         self.image_centres.copy_(v)
-        self.semantic_centres.copy_(semantic_centres(v, self.space, p.xi_a))
+        self.semantic_centres.copy_(semantic_centres(v, self.space, p.xi_a, self.space_values))
 
     def on_epoch_start(self, ctx: FitContext) -> None:
         self.refresh_centres()
@@ -309,6 +329,8 @@ def check_params(p: SICParams) -> None:
         problems.append(
             "params.image_anchors, kmeans_n_init, anchor_iters, kmeans_iters must be positive"
         )
+    if p.centre_features == "raw" and p.head_features != "raw":
+        problems.append("params.centre_features: raw needs params.head_features: raw")
     if "{}" not in p.template:
         problems.append("params.template must contain '{}' where the noun goes")
     if problems:
