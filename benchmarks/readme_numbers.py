@@ -241,6 +241,47 @@ def k_estimation() -> str:
     return "\n".join(lines)
 
 
+def k_suite() -> str:
+    """The K suite (benchmarks/k_suite.py): per pool and estimator, how often K is right and
+    what the chosen K costs; the label-free quality against ACC; the candidates on dev."""
+    d = _load("k_suite.json")
+    lines = [
+        "| pool | estimator | cases | K exact | within 1 | mean K error | ACC chosen K | ACC true K "
+        "| NMI chosen K | NMI true K | time |",
+        "|---" * 11 + "|",
+    ]
+    for pool, p in d["pools"].items():
+        for name, s in p["summary"].items():
+            star = " (default)" if name == d["default_estimator"] else ""
+            lines.append(
+                f"| {pool} | {name}{star} | {s['cases']} | {s['exact']:.0%} | {s['within_1']:.0%} "
+                f"| {s['mean_error']:+.2f} | {s['acc_chosen_k']:.3f} | {s['acc_true_k']:.3f} "
+                f"| {s['nmi_chosen_k']:.3f} | {s['nmi_true_k']:.3f} | {s['mean_seconds']:.1f} s |"
+            )
+    cand = _load("k_suite_candidates_dev.json")["summary"]
+    best = sorted(cand, key=lambda n: (-cand[n]["within_1"], -cand[n]["exact"]))[:4]
+    tried = "; ".join(f"{n} {cand[n]['exact']:.0%} / {cand[n]['within_1']:.0%}" for n in best)
+    q = [(pool, p["quality"]) for pool, p in d["pools"].items()]
+    quality = "; ".join(
+        f"{pool}: Spearman {v['spearman_quality_acc']:.2f} over {v['runs']} runs, warned on "
+        f"{v['warned_of_those']} of {v['runs_acc_under_0.5']} runs with ACC < 0.5 and on "
+        f"{v['warned_with_acc_0.5_or_more']} others; ECE of the softmax confidence "
+        f"{v['ece_softmax_mean']:.3f}, of the agreement {v['ece_agreement_mean']:.3f}"
+        for pool, v in q
+    )
+    lines += [
+        "",
+        f"{d['sources']}; {d['encoder']}; {len(next(iter(d['pools'].values()))['cases'])} "
+        "cases a pool (K = 2..10 per source, balanced and imbalanced 10:1, mixtures of the "
+        "three with K = 20, 25, 30, each source whole), 90 to 2,500 images a case; K tried "
+        f"2..min(50, N/10); scored with {d['clustering_scored']}; labels only to score; "
+        f"{d['device']} (`python benchmarks/k_suite.py`). Candidates on the dev pool (exact / "
+        f"within 1; all in `benchmarks/results/k_suite_candidates_dev.json`): {tried}. "
+        f"Label-free quality of the chosen partitions: {quality}.",
+    ]
+    return "\n".join(lines)
+
+
 def _gib(d: dict) -> str:
     return f"{d['peak_rss_gib']:.1f} GiB"
 
@@ -318,6 +359,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "frozen": frozen,
     "frozen_peers": frozen_peers,
     "k_estimation": k_estimation,
+    "k_suite": k_suite,
     "scale": scale,
 }
 

@@ -12,17 +12,11 @@ from sklearn.datasets import load_digits
 
 from deepclust import api
 from deepclust.cli import main
+from tiny_recipe import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread_module")  # conftest: one torch thread
 
 PIXELS = {"encoder.input_size": None, "train.epochs": 2}
-# A tiny frozen recipe for cluster runs (as in test_photo_folder.py).
-TINY = [
-    "--set", "encoder.name=efficientnet_lite0",
-    "--set", "encoder.input_size=32",
-    "--set", "train.min_steps=30",
-    "--set", "params.num_prototypes=50",
-]  # fmt: skip
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from deepclust import api
+from tiny_recipe import TINY
 
 
 def _csv_clusters(path: Path) -> np.ndarray:
@@ -89,15 +90,6 @@ def test_prediction_warnings_see_collapse_emptiness_and_flat_confidence():
     tiny = healthy.copy()
     tiny[np.arange(0, 280, k)] = np.eye(k)[1]  # cluster 0 keeps 2 of its 30 images
     assert any("tiny cluster(s) (clusters 0)" in w for w in prediction_warnings(tiny, True))
-
-
-# A tiny frozen recipe for tests: the real encoder family at a small input size, short run.
-TINY = [
-    "--set", "encoder.name=efficientnet_lite0",
-    "--set", "encoder.input_size=32",
-    "--set", "train.min_steps=30",
-    "--set", "params.num_prototypes=50",
-]  # fmt: skip
 
 
 def _mixed_photo_folder(separable: Path, root: Path) -> Path:

@@ -11,13 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-# A tiny frozen recipe for cluster runs (as in test_photo_folder.py).
-TINY = [
-    "--set", "encoder.name=efficientnet_lite0",
-    "--set", "encoder.input_size=32",
-    "--set", "train.min_steps=30",
-    "--set", "params.num_prototypes=50",
-]  # fmt: skip
+from tiny_recipe import TINY
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
