@@ -39,7 +39,7 @@ class Cut:
 
     def apply(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """probs [N, from_k] (+ unit features [N, D] when splitting) -> probs [N, to_k]."""
-        p = np.asarray(probs, dtype=np.float64)
+        p = np.array(probs, dtype=np.float64)  # a copy: the caller's array is left alone
         for step in self.steps:
             if step[0] == "merge":
                 _, a, b = step
@@ -85,26 +85,23 @@ def unit_rows(features: np.ndarray) -> np.ndarray:
 
 
 def recut(
-    clusters: np.ndarray, features: np.ndarray, neighbours: np.ndarray, to_k: int, seed: int = 0
+    probs: np.ndarray, features: np.ndarray, neighbours: np.ndarray, to_k: int, seed: int = 0
 ) -> tuple[Cut, np.ndarray]:
-    """The Cut from the partition clusters [N] (K ids) to `to_k` clusters, and the new
-    clusters [N]. features [N, D] (made unit rows here); neighbours [N, n]: the k-NN graph."""
-    labels = np.asarray(clusters, dtype=np.int64).copy()
-    k = int(labels.max()) + 1 if len(labels) else 0
-    cut, x = Cut(k), unit_rows(features)
-    while k > to_k:
-        a, b = most_alike(neighbours, labels, k)
-        labels[labels == b] = a
-        labels[labels > b] -= 1
-        cut.steps.append(("merge", a, b))
-        k -= 1
-    while k < to_k:
-        c, centres = best_split(x, neighbours, labels, k, seed)
-        rows = np.flatnonzero(labels == c)
-        labels[rows[nearer_half(x[rows], centres) == 1]] = k
-        cut.steps.append(("split", c, centres))
-        k += 1
-    return cut, labels
+    """The Cut from a partition's cluster probabilities probs [N, K] to `to_k` clusters, and
+    the new probabilities [N, to_k] (their argmax is the new partition). Each step is chosen on
+    the current argmax and applied to the probabilities, so a photo lands where `Cut.apply`
+    puts it. features [N, D] (made unit rows here); neighbours [N, n]: the k-NN graph."""
+    p = np.asarray(probs, dtype=np.float64)
+    cut, x = Cut(p.shape[1]), unit_rows(features)
+    while p.shape[1] != to_k:
+        labels, k = p.argmax(1), p.shape[1]
+        if k > to_k:
+            step: tuple = ("merge", *most_alike(neighbours, labels, k))
+        else:
+            step = ("split", *best_split(x, neighbours, labels, k, seed))
+        p = Cut(k, [step]).apply(p, x)
+        cut.steps.append(step)
+    return cut, p
 
 
 def link_shares(neighbours: np.ndarray, clusters: np.ndarray, k: int) -> np.ndarray:

@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from deepclust.errors import ConfigError, RunFolderError
 
 COPIED = ("config.yaml", "metrics.jsonl", "k_estimate.json")  # names belong to the old clusters
@@ -60,10 +58,8 @@ def recut_run(
     probs = run.predict_proba(data, progress=False).numpy()
     feats = run.features(data, progress=False).numpy()
     quality_before, neighbours = quality_of(feats, probs.argmax(1), probs.shape[1])
-    cut, clusters = recut(probs.argmax(1), feats, neighbours, k, seed=run.config.train.seed)
+    cut, new_probs = recut(probs, feats, neighbours, k, seed=run.config.train.seed)
     steps = _composed(run, cut)
-    new_probs = cut.apply(probs, _unit(feats) if cut.needs_features else None)
-    assert (new_probs.argmax(1) == clusters).all()
     _write_folder(run_dir, target, steps)
     info = {
         "from_run": str(run_dir.resolve()),
@@ -74,12 +70,6 @@ def recut_run(
         "seconds": round(time.time() - t0, 2),
     }
     return finish_run(target, data, new_probs, neighbours, info, device, report, export, copy)
-
-
-def _unit(feats: np.ndarray) -> np.ndarray:
-    from deepclust.cluster.cut import unit_rows
-
-    return unit_rows(feats)
 
 
 def _check_k(k: int, current: int) -> None:
