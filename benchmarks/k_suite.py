@@ -183,7 +183,6 @@ class CaseScorer:
         right = majority_correct(self.y, fit["labels"])
         return {
             "quality": round(q.score, 4),
-            "poor_warning": any("look poor" in w for w in q.warnings),
             "ece_softmax": round(expected_calibration_error(softmax, right), 4),
             "ece_agreement": round(expected_calibration_error(q.agreement, right), 4),
         }
@@ -237,12 +236,15 @@ def quality_summary(cases: list[dict], name: str) -> dict:
     warning against ACC < 0.5, and the mean ECE of the two confidences."""
     from scipy.stats import spearmanr
 
+    from deepclust.evaluation.quality import POOR_QUALITY
+
     mine = [c["estimators"][name] for c in cases]
     acc = np.array([m["acc"] for m in mine])
     quality = np.array([m["quality"] for m in mine])
-    warned = np.array([m["poor_warning"] for m in mine])
+    warned = quality < POOR_QUALITY  # the warning's rule, on the stored scores
     return {
         "runs": len(mine),
+        "poor_quality_under": POOR_QUALITY,
         "spearman_quality_acc": round(float(spearmanr(quality, acc).statistic), 3),
         "runs_acc_under_0.5": int((acc < 0.5).sum()),
         "warned_of_those": int((warned & (acc < 0.5)).sum()),
@@ -263,7 +265,14 @@ def main() -> None:
     ap.add_argument("--estimators", default=f"{DEFAULT_ESTIMATOR},modularity,eigengap")
     ap.add_argument("--per-class", type=int, default=500)
     ap.add_argument("--name", default="k_suite")
+    ap.add_argument(
+        "--resummarise",
+        action="store_true",
+        help="recompute the summaries of results/<name>.json from its cases (no new runs)",
+    )
     args = ap.parse_args()
+    if args.resummarise:
+        return resummarise(RESULTS / f"{args.name}.json")
     names = list(dict.fromkeys(args.estimators.split(",")))
     x, y = features(args.per_class)
     out: dict = {
@@ -294,6 +303,18 @@ def main() -> None:
             }
             path.write_text(json.dumps(out, indent=1, default=_plain))
     print(json.dumps({p: v["summary"] for p, v in out["pools"].items()}, indent=1))
+
+
+def resummarise(path: Path) -> None:
+    """The summaries again from the stored cases (after a threshold of the summary changed)."""
+    from deepclust.cluster.k_estimation import DEFAULT_ESTIMATOR
+
+    out = json.loads(path.read_text())
+    for pool in out["pools"].values():
+        names = list(pool["summary"])
+        pool["summary"] = {n: summarise(pool["cases"], n) for n in names}
+        pool["quality"] = quality_summary(pool["cases"], DEFAULT_ESTIMATOR)
+    path.write_text(json.dumps(out, indent=1, default=_plain))
 
 
 def _plain(value: object) -> object:
