@@ -282,6 +282,40 @@ def k_suite() -> str:
     return "\n".join(lines)
 
 
+def recut() -> str:
+    """`recut` against a fresh `cluster` at the same K, and the two per-photo numbers' ECE."""
+    d = _load("recut_cifar10_test.json")
+    b = d["base"]
+    lines = [
+        "| run | K | ACC | NMI | time | ECE confidence | ECE agreement |",
+        "|---|---|---|---|---|---|---|",
+        f"| `cluster --k {b['k']}` (the base run) | {b['k']} | {b['acc']:.3f} | {b['nmi']:.3f} "
+        f"| | {b['ece_confidence']:.3f} | {b['ece_agreement']:.3f} |",
+    ]
+    for r in d["recut"]:
+        c, f = r["recut"], r.get("fresh")
+        lines.append(
+            f"| `recut --k {r['k']}` | {r['k']} | {c['acc']:.3f} | {c['nmi']:.3f} "
+            f"| {r['recut_no_report_s']:.0f} s ({r['recut_s']:.0f} s with its report) "
+            f"| {c['ece_confidence']:.3f} | {c['ece_agreement']:.3f} |"
+        )
+        if f:
+            lines.append(
+                f"| fresh `cluster --k {r['k']}` | {r['k']} | {f['acc']:.3f} | {f['nmi']:.3f} "
+                f"| {r['fresh_s']:.0f} s | {f['ece_confidence']:.3f} | {f['ece_agreement']:.3f} |"
+            )
+    lines += [
+        "",
+        "CIFAR-10 (JPEG copy) test, 10,000 photos in their class folders, clustered without "
+        "--labels-from-folders and scored by the benchmark against the folder names; "
+        f"{d['recipe']}; times are whole commands (start-up, loading, the cut or the "
+        "training on cached features, predictions, summary; none writes a report unless said); "
+        "ECE: 15 bins, against the photo's class being its cluster's majority class; "
+        f"{d['device']} (`python benchmarks/recut.py --fresh`).",
+    ]
+    return "\n".join(lines)
+
+
 def _gib(d: dict) -> str:
     return f"{d['peak_rss_gib']:.1f} GiB"
 
@@ -360,6 +394,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "frozen_peers": frozen_peers,
     "k_estimation": k_estimation,
     "k_suite": k_suite,
+    "recut": recut,
     "scale": scale,
 }
 

@@ -3,8 +3,9 @@
     python benchmarks/recut.py --photos /work/shared/datasets/cifar10-jpeg/test --ks 8,9,11,12
 
 1. `deepclust cluster PHOTOS --k K0` (the default recipe; skipped when --run names a
-   finished one), then for every N in --ks: `deepclust recut RUN --k N` (timed as a whole
-   process: start-up, loading the run, the cut, predictions, summary, report) and a fresh
+   finished one), then for every N in --ks: `deepclust recut RUN --k N`, timed as a whole
+   process (start-up, loading the run, the cut, predictions, summary), without and with
+   its report, and a fresh
    `deepclust cluster PHOTOS --k N` on the same cached features (timed likewise).
 2. ACC / NMI of each against the photos' parent folder names (labels only score; the runs
    are made without --labels-from-folders).
@@ -85,9 +86,12 @@ def main() -> None:
     }
     for n in map(int, args.ks.split(",")):
         load = load_average()
+        bare = deepclust(
+            "recut", str(base), "--k", str(n), "--out", str(work / f"bare{n}"), "--no-report"
+        )
         seconds = deepclust("recut", str(base), "--k", str(n), "--out", str(work / f"recut{n}"))
-        row = {"k": n, "recut_s": round(seconds, 1), "loadavg_before": load,
-               "recut": scores(work / f"recut{n}")}  # fmt: skip
+        row = {"k": n, "recut_s": round(seconds, 1), "recut_no_report_s": round(bare, 1),
+               "loadavg_before": load, "recut": scores(work / f"recut{n}")}  # fmt: skip
         if args.fresh:
             fresh = work / f"fresh{n}"
             row["fresh_s"] = round(

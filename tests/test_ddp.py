@@ -137,6 +137,7 @@ CASES: dict[str, tuple[str, str, dict]] = {
             # unit features: default.yaml's raw ones (the paper's CLIP pipeline) are pixel
             # vectors of norm ~50 here, whose losses differ by float round-off above 1e-5
             "params.head_features": "normalised",
+            "params.centre_features": "unit",  # raw centres need raw head features
         },
     ),
     "kmeans": ("kmeans", "digits", {"encoder.name": "pixels", "params.n_init": 2}),  # no training

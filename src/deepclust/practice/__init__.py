@@ -10,10 +10,23 @@ folder.py (cluster: the default frozen recipe, resume), recut.py and finish.py (
 from a finished run), export.py (folders per cluster), estimator.py (DeepClusterer).
 """
 
-from deepclust.practice.estimator import DeepClusterer
-from deepclust.practice.export import export_clusters as export
-from deepclust.practice.folder import ClusterResult
-from deepclust.practice.folder import cluster_folder as cluster
-from deepclust.practice.recut import recut_run as recut
+from importlib import import_module
+from typing import Any
 
-__all__ = ["ClusterResult", "DeepClusterer", "cluster", "export", "recut"]
+# name -> (module, attribute): imported on first use, so `deepclust recut` does not pay for
+# scikit-learn's estimator machinery (seconds of start-up on 2 cores)
+_NAMES = {
+    "ClusterResult": ("deepclust.practice.folder", "ClusterResult"),
+    "DeepClusterer": ("deepclust.practice.estimator", "DeepClusterer"),
+    "cluster": ("deepclust.practice.folder", "cluster_folder"),
+    "export": ("deepclust.practice.export", "export_clusters"),
+    "recut": ("deepclust.practice.recut", "recut_run"),
+}
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module 'deepclust.practice' has no attribute '{name}'")
+    module, attribute = _NAMES[name]
+    return getattr(import_module(module), attribute)
