@@ -220,7 +220,7 @@ def _fake_run(tmp_path: Path, digit_files: list[Path]) -> tuple[Path, list[Path]
 
 
 def test_export_shortens_names_too_long_for_the_file_system(digit_files, tmp_path):
-    from deepclust.practice.export import export_clusters
+    from deepclust.practice.exporting import export_clusters
 
     run, photos = _fake_run(tmp_path, digit_files)
     target = export_clusters(run, copy=True)

@@ -20,7 +20,7 @@ from deepclust.cli import main
 from deepclust.engine import checkpoint as ckpt
 from deepclust.errors import RunFolderError
 from deepclust.evaluation.predictions import read_predictions_csv
-from deepclust.practice.export import export_clusters
+from deepclust.practice.exporting import export_clusters
 
 TOY = {
     "encoder.name": "pixels",

@@ -144,3 +144,11 @@ def test_k_estimate_names_runners_up():
     curve = {2: 0.1, 3: 0.5, 4: 0.3, 5: 0.45, 6: 0.2, 7: 0.4}
     e = KEstimate(3, "modularity", curve, True, "", 0.0)
     assert e.alternatives == [5, 7] and e.as_dict()["also_plausible"] == [5, 7]
+
+
+def test_the_practice_facade_names_functions():
+    from deepclust import practice
+    from deepclust.practice import exporting, recutting  # noqa: F401  (submodules loaded first)
+
+    assert callable(practice.export) and callable(practice.recut) and callable(practice.cluster)
+    assert practice.recut.__name__ == "recut_run" and practice.export.__name__ == "export_clusters"

@@ -225,6 +225,38 @@ def gradients(named: dict[str, torch.nn.Parameter]) -> dict[str, torch.Tensor]:
     }
 
 
+def spy_on_step(opt: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter]) -> list:
+    """opt.step records every parameter's gradient first (a list the caller reads)."""
+    seen: list[dict[str, torch.Tensor]] = []
+    step = opt.step
+
+    def recording_step(*a: Any, **k: Any) -> Any:
+        seen.append(gradients(named))
+        return step(*a, **k)
+
+    opt.step = recording_step  # type: ignore[method-assign]
+    return seen
+
+
+def state_errors(
+    ours: dict[str, torch.Tensor],
+    theirs: dict[str, torch.Tensor],
+    pairs: dict[str, str],
+    trained: set[str],
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(relative error per parameter group, max relative error per buffer group) of two
+    state dicts whose names map one to one by `pairs`; trained: our parameter names."""
+    params = {n: ours[n] for n in pairs if n in trained}
+    params_rel = grouped_rel(params, {n: theirs[pairs[n]] for n in params})
+    buffers = {n: t for n, t in pairs.items() if n not in trained}
+    per = per_name_rel({n: ours[n] for n in buffers}, {n: theirs[t] for n, t in buffers.items()})
+    grouped: dict[str, float] = {}
+    for name, value in per.items():
+        key = group_of(name)
+        grouped[key] = max(grouped.get(key, 0.0), value)
+    return params_rel, grouped
+
+
 def step_record(
     losses: dict[str, tuple[float, float]],
     grads_ours: dict[str, torch.Tensor],

@@ -119,19 +119,6 @@ def build(folder: Path, patches: common.Patches) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def spy_on_step(opt: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter]) -> list:
-    """opt.step records every parameter's gradient first (a list the caller reads)."""
-    seen: list[dict[str, torch.Tensor]] = []
-    step = opt.step
-
-    def recording_step(*a: Any, **k: Any) -> Any:
-        seen.append(common.gradients(named))
-        return step(*a, **k)
-
-    opt.step = recording_step  # type: ignore[method-assign]
-    return seen
-
-
 def run_steps(b: dict[str, Any], steps: int, patches: common.Patches) -> list[dict[str, Any]]:
     import deepclust.methods.concurl as dc_concurl
     from deepclust.methods.base import StepInfo
@@ -141,8 +128,8 @@ def run_steps(b: dict[str, Any], steps: int, patches: common.Patches) -> list[di
     ours_named = {n: p for n, p in ours.named_parameters() if n in b["pairs"] and p.requires_grad}
     theirs_all = dict(theirs.named_parameters())
     theirs_named = {n: theirs_all[b["pairs"][n]] for n in ours_named}
-    grads_ours = spy_on_step(b["opt_ours"], ours_named)
-    grads_theirs = spy_on_step(b["opt_theirs"], theirs_named)
+    grads_ours = common.spy_on_step(b["opt_ours"], ours_named)
+    grads_theirs = common.spy_on_step(b["opt_theirs"], theirs_named)
 
     drawn: list[torch.Tensor] = []
     sample = dc_concurl.sample_negatives

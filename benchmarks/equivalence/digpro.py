@@ -175,18 +175,6 @@ def build(au: Any, patches: common.Patches) -> dict[str, Any]:
     return dict(cfg=cfg, ours=ours, byol=byol, task=task, pairs=pairs, opt_ours=opt_ours)
 
 
-def spy_on_step(opt: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter]) -> list:
-    seen: list[dict[str, torch.Tensor]] = []
-    step = opt.step
-
-    def recording_step(*a: Any, **k: Any) -> Any:
-        seen.append(common.gradients(named))
-        return step(*a, **k)
-
-    opt.step = recording_step  # type: ignore[method-assign]
-    return seen
-
-
 def run_steps(au: Any, b: dict[str, Any], steps: int, patches: common.Patches) -> list[dict]:
     import deepclust.methods.digpro as dc_digpro
     from deepclust.engine.schedule import lr_factor
@@ -197,8 +185,8 @@ def run_steps(au: Any, b: dict[str, Any], steps: int, patches: common.Patches) -
     theirs_params = dict(byol.named_parameters())
     named_ours = {n: q for n, q in ours.named_parameters() if q.requires_grad and n in b["pairs"]}
     named_theirs = {n: theirs_params[b["pairs"][n]] for n in named_ours}
-    grads_ours = spy_on_step(b["opt_ours"], named_ours)
-    grads_theirs = spy_on_step(task.optimizer, named_theirs)
+    grads_ours = common.spy_on_step(b["opt_ours"], named_ours)
+    grads_theirs = common.spy_on_step(task.optimizer, named_theirs)
 
     noises: list[torch.Tensor] = []
     latent = dc_digpro.DigPro.latent_noise
@@ -261,16 +249,7 @@ def compare_after(b: dict[str, Any]) -> tuple[dict, dict, dict]:
     ours, byol = b["ours"], b["byol"]
     o_state, t_state = ours.state_dict(), byol.state_dict()
     trained = {n for n, q in ours.named_parameters()}
-    params = {n: o_state[n] for n in b["pairs"] if n in trained}
-    params_rel = common.grouped_rel(params, {n: t_state[b["pairs"][n]] for n in params})
-    targets = {n: t for n, t in b["pairs"].items() if n not in trained}
-    buffers = common.per_name_rel(
-        {n: o_state[n] for n in targets}, {n: t_state[t] for n, t in targets.items()}
-    )
-    grouped: dict[str, float] = {}
-    for name, value in buffers.items():
-        key = common.group_of(name)
-        grouped[key] = max(grouped.get(key, 0.0), value)
+    params_rel, grouped = common.state_errors(o_state, t_state, b["pairs"], trained)
     images = torch.randn(EVAL_IMAGES, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     ours.eval()
     byol.eval()

@@ -175,17 +175,8 @@ def compare_after(b: dict[str, Any]) -> tuple[dict, dict, dict]:
     # step: compared as the next forward pass sees them (normalised)
     key = "prototypes.prototypes.weight"
     t_state[key] = torch.nn.functional.normalize(t_state[key], dim=1)
-    names = dict(ours.named_parameters())
-    params = {n: o_state[n] for n in b["pairs"] if n in names}
-    params_rel = common.grouped_rel(params, {n: t_state[b["pairs"][n]] for n in params})
-    buffers = {n: t for n, t in b["pairs"].items() if n not in names}
-    per = common.per_name_rel(
-        {n: o_state[n] for n in buffers}, {n: t_state[t] for n, t in buffers.items()}
-    )
-    grouped: dict[str, float] = {}
-    for name, value in per.items():
-        key = common.group_of(name)
-        grouped[key] = max(grouped.get(key, 0.0), value)
+    names = set(dict(ours.named_parameters()))
+    params_rel, grouped = common.state_errors(o_state, t_state, b["pairs"], names)
     images = torch.randn(EVAL_IMAGES, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     ours.eval()
     theirs.eval()

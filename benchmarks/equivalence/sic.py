@@ -203,8 +203,8 @@ def run(
     start = torch.cat([ours.head.weight.flatten(), ours.head.bias]).detach().clone()
     named_ours = dict(ours.head.named_parameters())
     named_theirs = dict(theirs.cluster_head_i[0].named_parameters())
-    grads_ours = spy_on_step(opt_ours, named_ours)
-    grads_theirs = spy_on_step(opt_theirs, named_theirs)
+    grads_ours = common.spy_on_step(opt_ours, named_ours)
+    grads_theirs = common.spy_on_step(opt_theirs, named_theirs)
     picks: list[torch.Tensor] = []
     draw = dc_sic.neighbour_draw
     dc_sic.neighbour_draw = lambda *a, **k: picks.append(draw(*a, **k)) or picks[-1]
@@ -250,18 +250,6 @@ def run(
     }
     moved = {"head": common.rel(torch.cat([ours.head.weight.flatten(), ours.head.bias]), start)}
     return dict(state=state, sizes=sizes, steps=per_step, params_rel=params_rel, moved=moved)
-
-
-def spy_on_step(opt: torch.optim.Optimizer, named: dict[str, torch.nn.Parameter]) -> list:
-    seen: list[dict[str, torch.Tensor]] = []
-    step = opt.step
-
-    def recording_step(*a: Any, **k: Any) -> Any:
-        seen.append(common.gradients(named))
-        return step(*a, **k)
-
-    opt.step = recording_step  # type: ignore[method-assign]
-    return seen
 
 
 def main() -> None:

@@ -235,7 +235,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_recut(args: argparse.Namespace) -> int:
-    from deepclust.practice.recut import recut_run
+    from deepclust.practice.recutting import recut_run
 
     res = recut_run(
         args.run_dir,

@@ -6,8 +6,8 @@
     practice.export(result.run_dir)                     # folders of links per cluster
     model = practice.DeepClusterer(k=8).fit("photos/")  # scikit-learn style
 
-folder.py (cluster: the default frozen recipe, resume), recut.py and finish.py (another K
-from a finished run), export.py (folders per cluster), estimator.py (DeepClusterer).
+folder.py (cluster: the default frozen recipe, resume), recutting.py and finish.py (another K
+from a finished run), exporting.py (folders per cluster), estimator.py (DeepClusterer).
 """
 
 from importlib import import_module
@@ -19,8 +19,8 @@ _NAMES = {
     "ClusterResult": ("deepclust.practice.folder", "ClusterResult"),
     "DeepClusterer": ("deepclust.practice.estimator", "DeepClusterer"),
     "cluster": ("deepclust.practice.folder", "cluster_folder"),
-    "export": ("deepclust.practice.export", "export_clusters"),
-    "recut": ("deepclust.practice.recut", "recut_run"),
+    "export": ("deepclust.practice.exporting", "export_clusters"),
+    "recut": ("deepclust.practice.recutting", "recut_run"),
 }
 __all__ = sorted(_NAMES)
 

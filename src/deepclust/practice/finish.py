@@ -29,7 +29,7 @@ def finish_run(
     from deepclust.api.runs import read_summary
     from deepclust.engine.files import write_atomic
     from deepclust.evaluation.quality import assess
-    from deepclust.practice.export import export_clusters
+    from deepclust.practice.exporting import export_clusters
     from deepclust.practice.folder import ClusterResult, cluster_sizes
     from deepclust.training.records import write_predictions
 

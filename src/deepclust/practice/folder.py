@@ -179,7 +179,7 @@ def _finish(
 ) -> ClusterResult:
     """The report, the export and the cluster sizes of a finished `cluster` training."""
     from deepclust import api
-    from deepclust.practice.export import export_clusters
+    from deepclust.practice.exporting import export_clusters
 
     sizes, examples = cluster_sizes(result.run_dir, result.summary["num_clusters"])
     page = api.report(result.run_dir, device=device) if report else None
