@@ -75,7 +75,7 @@ def test_labels_from_folders_needs_class_folders(tmp_path, capsys):
         Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(tmp_path / "photos" / "a" / f"{i}.png")
     Image.new("RGB", (16, 16)).save(tmp_path / "photos" / "loose.png")
     code = main(["--no-progress", "cluster", str(tmp_path / "photos"), "--k", "2",
-                 "--labels-from-folders", "--out", str(tmp_path / "r")])  # fmt: skip
+                 "--labels-from-folders", "--out", str(tmp_path / "r"), *TINY])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "--labels-from-folders" in err and len(err.strip().splitlines()) == 1
 
