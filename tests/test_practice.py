@@ -152,3 +152,28 @@ def test_the_practice_facade_names_functions():
 
     assert callable(practice.export) and callable(practice.recut) and callable(practice.cluster)
     assert practice.recut.__name__ == "recut_run" and practice.export.__name__ == "export_clusters"
+
+
+def test_a_tampered_cut_is_one_line(four_cluster_run, tmp_path, capsys, separable_images):
+    from deepclust.cli import main
+
+    run, _ = four_cluster_run
+    out = tmp_path / "k5"
+    assert (
+        main(["--no-progress", "recut", str(run), "--k", "5", "--out", str(out), "--no-report"])
+        == 0
+    )
+    photo = str(next(separable_images.rglob("*.png")))
+    bad = [
+        {"from_k": 4, "steps": [{"split": 9, "centres": [[1.0]]}]},  # no such cluster
+        {"from_k": 4, "steps": [{"split": 0, "centres": [[1.0, 2.0], [3.0, 4.0]]}]},  # size
+        {"from_k": 7, "steps": []},  # not the model's K
+        {"from_k": 4, "steps": [{"merge": [2, 2]}]},
+    ]
+    capsys.readouterr()
+    for cut in bad:
+        (out / "cut.json").write_text(json.dumps(cut))
+        argv = ["--no-progress", "predict", str(out), photo, "--out", str(tmp_path / "p.csv")]
+        assert main([*argv, "--force"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cut.json" in err[0], err

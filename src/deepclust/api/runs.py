@@ -139,6 +139,11 @@ class LoadedRun:
                 else self.features(images, None, progress)
             )
             feats = unit_rows(raw.float().numpy())
+        if self.cut.from_k != probs.shape[1] or not self.cut.fits(feats):
+            raise wrong_field(
+                self.run_dir / CUT_FILE, "from_k or centres", self.cut.from_k,
+                f"{probs.shape[1]} clusters and centres of the encoder's feature size",
+            )  # fmt: skip
         return torch.from_numpy(self.cut.apply(probs.numpy(), feats)).float()
 
     @torch.no_grad()

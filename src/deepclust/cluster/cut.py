@@ -37,6 +37,11 @@ class Cut:
     def needs_features(self) -> bool:
         return any(s[0] == "split" for s in self.steps)
 
+    def fits(self, features: np.ndarray | None) -> bool:
+        """Whether every split's centres have the features' size [N, D] (True without splits)."""
+        sizes = {np.asarray(s[2]).shape[1] for s in self.steps if s[0] == "split"}
+        return not sizes or (features is not None and sizes == {features.shape[1]})
+
     def apply(self, probs: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
         """probs [N, from_k] (+ unit features [N, D] when splitting) -> probs [N, to_k]."""
         p = np.array(probs, dtype=np.float64)  # a copy: the caller's array is left alone
@@ -65,12 +70,25 @@ class Cut:
 
     @classmethod
     def from_dict(cls, data: dict) -> Cut:
+        """The Cut of as_dict's output; ValueError when a step could not have been written
+        by recut (ids out of range, centres not [2, D] finite numbers)."""
+        k = int(data["from_k"])
         steps: list[tuple] = []
         for s in data["steps"]:
             if "merge" in s:
-                steps.append(("merge", int(s["merge"][0]), int(s["merge"][1])))
+                a, b = int(s["merge"][0]), int(s["merge"][1])
+                if not 0 <= a < b < k:
+                    raise ValueError(f"merge {a} {b} with {k} clusters")
+                steps.append(("merge", a, b))
+                k -= 1
             else:
-                steps.append(("split", int(s["split"]), np.asarray(s["centres"], dtype=np.float64)))
+                c, centres = int(s["split"]), np.asarray(s["centres"], dtype=np.float64)
+                if not 0 <= c < k or centres.ndim != 2 or len(centres) != 2:
+                    raise ValueError(f"split {c} with {k} clusters, centres {centres.shape}")
+                if not np.isfinite(centres).all():
+                    raise ValueError("centres that are not finite")
+                steps.append(("split", c, centres))
+                k += 1
         return cls(int(data["from_k"]), steps)
 
 
