@@ -128,3 +128,18 @@ def test_expected_calibration_error_known_values() -> None:
     assert ece == pytest.approx(0.1)
     right = majority_correct(np.array([0, 0, 1, 1, 1]), np.array([0, 0, 0, 1, 1]))
     assert right.tolist() == [True, True, False, True, True]
+
+
+def test_quality_reuses_a_wider_graph_of_the_same_rows() -> None:
+    import torch
+
+    from deepclust.cluster.neighbours import neighbour_graph
+    from deepclust.evaluation.quality import quality_of
+
+    x, y = blobs([30, 30, 30], spread=0.8)
+    searched, nb = quality_of(x, y, 3)
+    wider = neighbour_graph(torch.as_tensor(x), 21, centre=True).indices.numpy()
+    reused, nb_reused = quality_of(x, y, 3, wider)
+    assert (nb_reused == nb).all() and np.allclose(reused.agreement, searched.agreement)
+    narrow = wider[:, :5]  # too few columns: searched again
+    assert (quality_of(x, y, 3, narrow)[1] == nb).all()

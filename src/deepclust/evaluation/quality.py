@@ -119,15 +119,23 @@ def quality_warnings(q: Quality) -> list[str]:
     return out
 
 
-def quality_of(features: np.ndarray, clusters: np.ndarray, k: int) -> tuple[Quality, np.ndarray]:
+def quality_of(
+    features: np.ndarray, clusters: np.ndarray, k: int, graph: np.ndarray | None = None
+) -> tuple[Quality, np.ndarray]:
     """(Quality, neighbours [N, NEIGHBOURS]) of clusters [N] on features [N, D]: the k-NN graph
-    by cosine after centring (cluster/neighbours.py: exact, or faiss with measured recall)."""
+    by cosine after centring (cluster/neighbours.py: exact, or faiss with measured recall).
+
+    graph: that graph of the same rows with more than NEIGHBOURS columns, self first (a
+    frozen run's view neighbours), whose first columns are reused instead of searching again.
+    """
     import torch
 
     from deepclust.cluster.neighbours import neighbour_graph
 
-    n = len(features)
-    count = min(NEIGHBOURS, n - 1)
-    graph = neighbour_graph(torch.as_tensor(np.asarray(features)), count + 1, centre=True)
-    neighbours = graph.indices[:, 1:].numpy()  # self first: left out
+    if graph is not None and graph.shape[0] == len(features) and graph.shape[1] > NEIGHBOURS:
+        neighbours = np.asarray(graph[:, 1 : NEIGHBOURS + 1])
+        return assess(neighbours, clusters, k), neighbours
+    count = min(NEIGHBOURS, len(features) - 1)
+    found = neighbour_graph(torch.as_tensor(np.asarray(features)), count + 1, centre=True)
+    neighbours = found.indices[:, 1:].numpy()  # self first: left out
     return assess(neighbours, clusters, k), neighbours

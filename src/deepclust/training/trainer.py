@@ -375,7 +375,13 @@ class Trainer:
         features = run.eval_features
         if features is None or len(features) <= 2:
             return None
-        return quality_of(features.float().numpy(), probs.argmax(1).numpy(), probs.shape[1])[0]
+        # the views' graph (fit rows, self first) serves when the scored set is the fit set
+        fit, scored = run.fit_set, run.eval_set
+        same = fit.images.data_ptr() == scored.images.data_ptr() and len(fit) == len(scored)
+        graph = run.frozen.neighbours if same and self.cfg.encoder.centre_neighbours else None  # type: ignore[union-attr]
+        knn = graph.cpu().numpy() if graph is not None else None
+        clusters = probs.argmax(1).numpy()
+        return quality_of(features.float().numpy(), clusters, probs.shape[1], knn)[0]
 
     def _self_label(self, run: FitRun) -> None:
         """A frozen run's self-labelling stage (training/self_label.py), its heads scored
