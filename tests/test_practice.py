@@ -177,3 +177,18 @@ def test_a_tampered_cut_is_one_line(four_cluster_run, tmp_path, capsys, separabl
         assert main([*argv, "--force"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "cut.json" in err[0], err
+
+
+def test_without_a_cache_a_given_k_extracts_once(separable_images, tmp_path, monkeypatch, capsys):
+    from deepclust.cli import main
+    from deepclust.encoders import cache
+
+    monkeypatch.setenv("DEEPCLUST_NO_CACHE", "1")
+    real, passes = cache._Extraction.in_memory, []
+    monkeypatch.setattr(
+        cache._Extraction, "in_memory", lambda self, *a: passes.append(1) or real(self, *a)
+    )
+    argv = ["--no-progress", "cluster", str(separable_images), "--k", "4"]
+    assert main([*argv, "--out", str(tmp_path / "run"), "--no-report", *TINY]) == 0
+    assert "features:" not in capsys.readouterr().out
+    assert len(passes) == 1  # the training's own extraction, not one ahead of it as well

@@ -118,6 +118,7 @@ def cluster_folder(
     """
     from deepclust import api
     from deepclust.choose_k import describe, estimate_into, fit_features, write_estimate
+    from deepclust.data.readers import cache_root
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
@@ -138,7 +139,10 @@ def cluster_folder(
     if cfg.encoder.weights is None:
         check_weights_available(cfg.encoder.name)
     t0 = time.time()
-    found = fit_features(cfg, device)
+    # extracted ahead (the training reads them back from the cache) when K needs them, or
+    # when a cache keeps them: without one, a given K leaves extraction to the training
+    ahead = auto or cache_root("features") is not None
+    found = fit_features(cfg, device) if ahead else None
     features = found[0] if found is not None else None
     if found is not None:
         tell(
