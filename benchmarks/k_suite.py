@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from k_estimation import cosine_rows  # centred unit rows, as k_estimation.py clusters them
+
 RESULTS = Path(__file__).parent / "results"
 CIFAR_DIR = "/work/shared/datasets/cifar10-jpeg/test"
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
@@ -135,19 +137,13 @@ def make_cases(y: np.ndarray, pool: int) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- measuring
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """[N, D] -> centred, L2-normalised rows (float32): what k-means clusters here."""
-    x = x - x.mean(0)
-    return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 class CaseScorer:
     """k-means with a given K on one case (cached per K), and what it scores."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         from deepclust.evaluation.quality import quality_of
 
-        self.x, self.y, self.rows = x, y, unit_rows(x)
+        self.x, self.y, self.rows = x, y, cosine_rows(x)
         self.fits: dict[int, dict] = {}
         self._quality_of = quality_of
         self.neighbours: np.ndarray | None = None

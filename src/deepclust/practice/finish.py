@@ -25,13 +25,11 @@ def finish_run(
 ) -> Any:
     """predictions.csv, summary.json (the old run's, with the new K, scores, quality and
     `recut` facts), then the report and export; returns a practice.folder.ClusterResult."""
-    from deepclust.api import report as write_report
     from deepclust.api.runs import read_summary
     from deepclust.engine.files import write_atomic
     from deepclust.evaluation.quality import assess
-    from deepclust.practice.exporting import export_clusters
-    from deepclust.practice.folder import ClusterResult, cluster_sizes
-    from deepclust.training.records import write_predictions
+    from deepclust.practice.folder import finish_result
+    from deepclust.training.records import RunResult, write_predictions
 
     k = probs.shape[1]
     clusters = probs.argmax(1)
@@ -39,10 +37,7 @@ def finish_run(
     write_predictions(target / "predictions.csv", data, torch.from_numpy(probs), None, quality)
     summary = _summary(read_summary(Path(info["from_run"])), data, probs, quality, info)
     write_atomic(target / "summary.json", json.dumps(summary, indent=2))
-    sizes, examples = cluster_sizes(target, k)
-    page = write_report(target, device=device) if report else None
-    exported = export_clusters(target, copy=copy) if export else None
-    return ClusterResult(target, summary, sizes, examples, page, exported, summary["warnings"])
+    return finish_result(RunResult(target, summary), device, export, copy, report)
 
 
 def _summary(

@@ -124,7 +124,7 @@ def cluster_folder(
     folder = photos_folder(photos)
     if resume:
         resumed = resume_cluster(folder, k, out, device, overrides)
-        return _finish(resumed, device, export, copy, report)
+        return finish_result(resumed, device, export, copy, report)
     tell = tell or (lambda _line: None)
     extra = [("train.seed", seed), ("train.device", device), *(overrides or [])]
     auto = k == "auto"
@@ -156,7 +156,7 @@ def cluster_folder(
     result = api.train(cfg, out=run_dir)
     if estimate is not None:
         write_estimate(result.run_dir, estimate)
-    return _finish(result, device, export, copy, report, estimate)
+    return finish_result(result, device, export, copy, report, estimate)
 
 
 def resume_cluster(
@@ -178,10 +178,11 @@ def resume_cluster(
     return api.train(cfg, out=out, resume=True)
 
 
-def _finish(
+def finish_result(
     result: Any, device: str, export: bool, copy: bool, report: bool, estimate: Any = None
 ) -> ClusterResult:
-    """The report, the export and the cluster sizes of a finished `cluster` training."""
+    """The report, the export and the cluster sizes of a finished run folder (a `cluster`
+    training's, or a recut's): result has its run_dir and summary."""
     from deepclust import api
     from deepclust.practice.exporting import export_clusters
 
