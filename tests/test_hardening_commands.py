@@ -369,3 +369,23 @@ def test_two_runs_on_one_new_cache_extract_once(tmp_path):
     assert sorted(rows) == [0, 641], rows
     assert not any("not writable" in out + err for out, err in outs), outs
     assert np.array_equal(np.load(tmp_path / "0.npy"), np.load(tmp_path / "1.npy"))
+
+
+def test_export_never_writes_through_a_linked_folder(digit_files, tmp_path, capsys):
+    """A RUN/clusters (or RUN/clusters/<id>) that is a link to a folder of the user's: the
+    export refuses it in one line and writes nothing there."""
+    run, _ = _fake_run(tmp_path, digit_files)
+    elsewhere = tmp_path / "mine"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("mine")
+    (run / "clusters").symlink_to(elsewhere, target_is_directory=True)
+    assert main(["export", str(run), "--copy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "symbolic link" in err[0]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]
+    (run / "clusters").unlink()
+    (run / "clusters").mkdir()
+    (run / "clusters" / "0").symlink_to(elsewhere, target_is_directory=True)
+    assert main(["export", str(run)]) == 2
+    assert "symbolic link" in capsys.readouterr().err
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep.txt"]

@@ -29,6 +29,7 @@ def export_clusters(run_dir: str | Path, copy: bool = False, redo: bool = False)
     if redo and (target.exists() or target.is_symlink()):
         _remove_export(target)
     for dest, source in plan:
+        _refuse_linked_folder(dest.parent, target)
         if _entry_is_right(dest, source, copy):
             continue
         try:
@@ -62,6 +63,17 @@ def export_plan(run_dir: Path, target: Path) -> list[tuple[Path, Path]]:
         taken[c].add(name)
         plan.append((folders[c] / name, Path(os.path.abspath(path))))
     return plan
+
+
+def _refuse_linked_folder(folder: Path, target: Path) -> None:
+    """The export writes only into real folders under RUN/clusters: a link there (to a folder
+    of the user's) would have the export write, and replace files, outside the run."""
+    for path in (target, folder):
+        if path.is_symlink():
+            raise DataError(
+                f"'{path}' is a symbolic link, and an export never writes through links: "
+                "remove the link (its target is kept) and export again."
+            )
 
 
 def _remove_export(target: Path) -> None:
