@@ -4,8 +4,9 @@ WordNet is read directly from its database file (wndb(5)): each data line of dat
 
     synset_offset lex_filenum ss_type w_cnt word lex_id [word lex_id ...] p_cnt ... | gloss
 
-with w_cnt a two-digit hexadecimal count; licence lines start with two spaces. A word's
-underscores stand for spaces. `lemmas="first"` keeps each synset's first word (its usual
+with w_cnt a two-digit hexadecimal count and p_cnt pointers of four fields each (symbol,
+offset, pos, source/target; '@' and '@i' point to hypernyms); licence lines start with two
+spaces. A word's underscores stand for spaces. `lemmas="first"` keeps each synset's first word (its usual
 name; WordNet 3.0 gives 67,893 unique nouns, SIC's "about 68k"), `"all"` every word.
 """
 
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -44,9 +47,21 @@ def find_wordnet() -> Path | None:
     return None
 
 
-def parse_data_noun(path: str | Path, lemmas: Literal["first", "all"] = "first") -> list[str]:
-    """WordNet data.noun -> unique nouns in file order (underscores -> spaces)."""
-    nouns: dict[str, None] = {}
+@dataclass(frozen=True)
+class Synset:
+    """One data.noun line: its offset, lexicographer file, (word, lex_id) pairs, hypernyms."""
+
+    offset: str
+    lex_filenum: str
+    words: list[tuple[str, int]]
+    hypernyms: list[str]  # offsets of '@' and '@i' pointers (nouns)
+
+
+HYPERNYM_POINTERS = ("@", "@i")
+
+
+def read_synsets(path: str | Path) -> Iterator[Synset]:
+    """The synsets of a WordNet data.noun, in file order (licence header skipped)."""
     with open(path, encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, start=1):
             if line.startswith("  ") or not line.strip():
@@ -54,13 +69,24 @@ def parse_data_noun(path: str | Path, lemmas: Literal["first", "all"] = "first")
             fields = line.split(" ")
             try:
                 count = int(fields[3], 16)
-                words = [fields[4 + 2 * j] for j in range(count)]
+                words = [(fields[4 + 2 * j], int(fields[5 + 2 * j], 16)) for j in range(count)]
+                at = 4 + 2 * count
+                pointers = [fields[at + 1 + 4 * j : at + 5 + 4 * j] for j in range(int(fields[at]))]
             except (IndexError, ValueError) as e:
                 raise ConfigError(
                     f"'{path}' line {number} is not a WordNet data line (wndb(5) format)."
                 ) from e
-            for word in words[:1] if lemmas == "first" else words:
-                nouns.setdefault(word.replace("_", " "), None)
+            up = [p[1] for p in pointers if p[0] in HYPERNYM_POINTERS and p[2] == "n"]
+            yield Synset(fields[0], fields[1], words, up)
+
+
+def parse_data_noun(path: str | Path, lemmas: Literal["first", "all"] = "first") -> list[str]:
+    """WordNet data.noun -> unique nouns in file order (underscores -> spaces)."""
+    nouns: dict[str, None] = {}
+    for synset in read_synsets(path):
+        words = [w for w, _ in synset.words]
+        for word in words[:1] if lemmas == "first" else words:
+            nouns.setdefault(word.replace("_", " "), None)
     return list(nouns)
 
 
