@@ -35,6 +35,7 @@ RUN_FILES = (
     "predictions.csv",
     "summary.json",
     "cluster_names.json",
+    "cluster_concepts.json",
     LOCK,
 )
 # Every file a deepclust command writes into a run folder: only their temporary files are swept.

@@ -67,11 +67,35 @@ def write_predictions(
     path: Path,
     data: ImageSet,
     probs: torch.Tensor,
-    names: list[list[str]] | None,
+    names: list[list[str]] | list[str] | None,
     quality: Quality | None = None,
 ) -> None:
-    """The run's predictions.csv (evaluation/predictions.py has the columns)."""
-    named = {c: ", ".join(words) for c, words in enumerate(names)} if names else None
+    """The run's predictions.csv (evaluation/predictions.py has the columns); names: per
+    cluster a name or its words (SIC's nouns, best first)."""
+    named = (
+        {c: name if isinstance(name, str) else ", ".join(name) for c, name in enumerate(names)}
+        if names
+        else None
+    )
     agreement = quality.agreement if quality is not None else None
     rows = prediction_rows(probs, data.paths, data.labels, named, agreement)
     write_predictions_csv(path, rows)
+
+
+def concept_names(concepts: dict[str, Any] | None) -> list[str] | None:
+    """The K names of cluster_concepts.json's content (cluster/naming.py), or None."""
+    return [c["name"] for c in concepts["clusters"]] if concepts else None
+
+
+def write_names(
+    run_dir: Path, names: list[list[str]] | None, concepts: dict[str, Any] | None
+) -> None:
+    """cluster_names.json (the method's words, else the concepts' names) and, when the
+    classifier named the clusters, cluster_concepts.json with each one's concepts and shares."""
+    from deepclust.engine.files import write_atomic
+
+    if concepts is not None:
+        write_atomic(run_dir / "cluster_concepts.json", json.dumps(concepts, indent=1))
+    shown = names if names is not None else concept_names(concepts)
+    if shown is not None:
+        write_atomic(run_dir / "cluster_names.json", json.dumps(shown, indent=1))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from deepclust.cluster.naming import concepts_of
 from deepclust.config import RunConfig
 from deepclust.data.datasets import load_protocol
 from deepclust.data.store import ImageSet
@@ -63,8 +64,10 @@ from deepclust.training.build import (
 from deepclust.training.records import (
     RunLog,
     RunResult,
+    concept_names,
     health_warnings,
     skipped_images,
+    write_names,
     write_predictions,
 )
 from deepclust.training.resume import prepare_run_dir
@@ -359,12 +362,13 @@ class Trainer:
         if quality is not None:
             summary["quality"] = quality.as_dict()
             summary["warnings"] += quality.warnings
-        # e.g. SIC's nearest nouns; read by evaluate, predict and report
+        # e.g. SIC's nearest nouns, else the frozen encoder's classifier's concepts
         names = run.method.cluster_names()
+        concepts = self._concepts(run, probs) if names is None and run.dist.is_main else None
         if run.dist.is_main:
-            write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, names, quality)
-            if names is not None:
-                write_atomic(self.run_dir / "cluster_names.json", json.dumps(names, indent=1))
+            shown = names or concept_names(concepts)
+            write_predictions(self.run_dir / "predictions.csv", run.eval_set, probs, shown, quality)
+            write_names(self.run_dir, names, concepts)
             write_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return RunResult(self.run_dir, summary)
 
@@ -382,6 +386,14 @@ class Trainer:
         knn = graph.cpu().numpy() if graph is not None else None
         clusters = probs.argmax(1).numpy()
         return quality_of(features.float().numpy(), clusters, probs.shape[1], knn)[0]
+
+    def _concepts(self, run: FitRun, probs: torch.Tensor) -> dict[str, Any] | None:
+        """A frozen run's cluster names from its encoder's ImageNet classifier on the cached
+        features (cluster/naming.py); None without one."""
+        features = run.eval_features
+        if features is None or not len(features):
+            return None
+        return concepts_of(run.method.encoder, features, probs.argmax(1), probs.shape[1])
 
     def _self_label(self, run: FitRun) -> None:
         """A frozen run's self-labelling stage (training/self_label.py), its heads scored
