@@ -52,6 +52,23 @@ def test_a_frozen_run_records_its_label_free_quality(four_cluster_run):
     assert starts == sorted(starts)
 
 
+def test_a_frozen_run_names_its_clusters_from_the_encoders_classifier(four_cluster_run):
+    from deepclust import api
+
+    run, console = four_cluster_run
+    names = json.loads((run / "cluster_names.json").read_text())
+    concepts = json.loads((run / "cluster_concepts.json").read_text())
+    assert len(names) == 4 and all(isinstance(n, str) and n for n in names)
+    assert len(set(names)) == 4  # the same name twice is told apart
+    assert [c["name"] for c in concepts["clusters"]] == names
+    assert all(len(c["classes"]) == 3 for c in concepts["clusters"])
+    assert api.read_cluster_names(run, 4) == dict(enumerate(names))
+    for row in _rows(run / "predictions.csv"):
+        assert row["name"] == names[int(row["cluster"])]
+    for c, name in enumerate(names):  # the console prints each cluster's name with its size
+        assert any(line.startswith(f"  cluster  {c}: {name} ") for line in console.splitlines())
+
+
 def test_sub_folders_are_scored_only_with_the_flag(separable_images, tmp_path, capsys, one_thread):
     from deepclust.cli import main
 
@@ -103,6 +120,12 @@ def test_recut_merges_and_splits_into_new_folders(four_cluster_run, tmp_path, ca
         predicted = again.predict_proba(again.load_split(), progress=False).argmax(1).numpy()
         assert (predicted == stored).all()
         assert (out / "report.html").is_file()
+        # the new clusters get their own names, from the features the recut read
+        names = json.loads((out / "cluster_names.json").read_text())
+        assert len(names) == k and len(set(names)) == k
+        assert {r["name"] for r in rows} == set(names)
+        concepts = json.loads((out / "cluster_concepts.json").read_text())
+        assert [c["name"] for c in concepts["clusters"]] == names
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 

@@ -260,6 +260,7 @@ def _print_clusters(res: Any, copy: bool) -> None:
     s = res.summary
     coherence = (s.get("quality") or {}).get("coherence") or []
     width = len(f"{max(res.sizes):,}")
+    named = max((len(n) for n in res.names), default=0)
     for c, (size, ex) in enumerate(zip(res.sizes, res.examples, strict=True)):
         noun = counted(size, "image").split(" ")[1]  # the number is aligned on its own
         fit = (
@@ -267,7 +268,8 @@ def _print_clusters(res: Any, copy: bool) -> None:
             if c < len(coherence) and coherence[c] is not None
             else ""
         )
-        print(f"  cluster {c:>2d}: {size:>{width},} {noun:6s}{fit}  e.g. {', '.join(ex)}")
+        name = f" {res.names[c]:{named}s}" if named else ""
+        print(f"  cluster {c:>2d}:{name} {size:>{width},} {noun:6s}{fit}  e.g. {', '.join(ex)}")
     quality = s.get("quality")
     if quality:
         print(

@@ -6,8 +6,9 @@ features. Per cluster they are averaged; each class's mass then counts for the c
 every WordNet hypernym of it (a synset reached by two paths counts once: `covers` is a set
 relation), so a cluster of beagles, terriers and retrievers puts all its mass on "dog".
 (Class probabilities are sharpened first: TEMPERATURE.) The cluster is named by the most
-specific concept (fewest classes under it, then the larger
-share) whose share reaches THRESHOLD, among the nameable ones:
+specific concept (fewest classes under it, then the larger share, then the more familiar
+word: "horse" over its only ImageNet class "sorrel") whose share is above THRESHOLD,
+among the nameable ones:
 
 - an ImageNet class itself, or a hypernym people use: tagged at least once in WordNet's
   semantic concordance (cntlist.rev). This skips the taxonomists' links ("heavier-than-air
@@ -15,7 +16,7 @@ share) whose share reaches THRESHOLD, among the nameable ones:
   ("aircraft", "mammal", "cat");
 - and not one of TOO_ABSTRACT, the top-level WordNet concepts that fit nearly any photo.
 
-No nameable concept reaching the threshold: the cluster is "mixed". Clusters that get the
+No nameable concept above the threshold: the cluster is "mixed". Clusters that get the
 same name are told apart by their largest concept under that name that the others do not
 take ("dog (terrier)", "dog (retriever)"), else by a number ("dog (2)").
 The hierarchy is a file in the package (imagenet_hierarchy.tsv, written by
@@ -36,9 +37,9 @@ from torch import nn
 HIERARCHY_FILE = Path(__file__).with_name("imagenet_hierarchy.tsv")
 # A photo's class probabilities are softmax(logits / TEMPERATURE): on photos unlike
 # ImageNet's (small, upscaled) the classifier spreads its mass thinly over hundreds of
-# classes, whose tails would otherwise add up to the broad concepts. THRESHOLD: the share of
-# the cluster's mass the naming concept must cover (at least half: the candidates then lie
-# on one chain of hypernyms). Both chosen on k-means clusters of CIFAR-10 *train* photos, as
+# classes, whose tails would otherwise add up to the broad concepts. THRESHOLD: the naming
+# concept must cover more than this share of the cluster's mass (half or more: two disjoint
+# concepts never both qualify, so a 50/50 cluster takes their common hypernym). Both chosen on k-means clusters of CIFAR-10 *train* photos, as
 # the pair whose names came closest to the clusters' classes' own synsets
 # (benchmarks/naming.py --choose; results/naming_choose_cifar10_train_100.json).
 TEMPERATURE = 0.5
@@ -155,8 +156,9 @@ def _name_one(
 ) -> dict[str, Any]:
     """One cluster's class means [C] and concept shares [S] -> {name, concept, classes}."""
     leaves = hierarchy.covers.sum(1)
-    ok = np.flatnonzero(hierarchy.nameable & (shares >= threshold))
-    pick = min(ok, key=lambda s: (leaves[s], -shares[s], hierarchy.names[s]), default=None)
+    ok = np.flatnonzero(hierarchy.nameable & (shares > threshold))
+    tagged, names = hierarchy.tagged, hierarchy.names
+    pick = min(ok, key=lambda s: (leaves[s], -shares[s], -tagged[s], names[s]), default=None)
     top = np.argsort(-means, kind="stable")[:SHOWN_CLASSES]
     return {
         "name": hierarchy.names[pick] if pick is not None else MIXED,

@@ -18,23 +18,32 @@ def finish_run(
     probs: np.ndarray,
     neighbours: np.ndarray,
     info: dict[str, Any],
+    concepts: dict[str, Any] | None,
     device: str,
     report: bool,
     export: bool,
     copy: bool,
 ) -> Any:
-    """predictions.csv, summary.json (the old run's, with the new K, scores, quality and
-    `recut` facts), then the report and export; returns a practice.folder.ClusterResult."""
+    """predictions.csv, the names (concepts: cluster/naming.py's, or None), summary.json (the
+    old run's, with the new K, scores, quality and `recut` facts), then the report and
+    export; returns a practice.folder.ClusterResult."""
     from deepclust.api.runs import read_summary
     from deepclust.engine.files import write_atomic
     from deepclust.evaluation.quality import assess
     from deepclust.practice.folder import finish_result
-    from deepclust.training.records import RunResult, write_predictions
+    from deepclust.training.records import (
+        RunResult,
+        concept_names,
+        write_names,
+        write_predictions,
+    )
 
     k = probs.shape[1]
     clusters = probs.argmax(1)
     quality = assess(neighbours, clusters, k)
-    write_predictions(target / "predictions.csv", data, torch.from_numpy(probs), None, quality)
+    names = concept_names(concepts)
+    write_predictions(target / "predictions.csv", data, torch.from_numpy(probs), names, quality)
+    write_names(target, None, concepts)
     summary = _summary(read_summary(Path(info["from_run"])), data, probs, quality, info)
     write_atomic(target / "summary.json", json.dumps(summary, indent=2))
     return finish_result(RunResult(target, summary), device, export, copy, report)

@@ -34,6 +34,7 @@ class ClusterResult:
     export: Path | None = None
     warnings: list[str] = field(default_factory=list)
     k_estimate: Any = None  # cluster.k_estimation.KEstimate when K was chosen (k="auto")
+    names: list[str] = field(default_factory=list)  # per cluster its name ('' when unnamed)
 
 
 def photos_folder(photos: str | Path) -> Path:
@@ -186,12 +187,22 @@ def finish_result(
     from deepclust import api
     from deepclust.practice.exporting import export_clusters
 
-    sizes, examples = cluster_sizes(result.run_dir, result.summary["num_clusters"])
+    k = result.summary["num_clusters"]
+    sizes, examples = cluster_sizes(result.run_dir, k)
+    named = api.read_cluster_names(result.run_dir, k)
     page = api.report(result.run_dir, device=device) if report else None
     exported = export_clusters(result.run_dir, copy=copy) if export else None
     warnings = list(result.summary.get("warnings", []))
     return ClusterResult(
-        result.run_dir, result.summary, sizes, examples, page, exported, warnings, estimate
+        result.run_dir,
+        result.summary,
+        sizes,
+        examples,
+        page,
+        exported,
+        warnings,
+        estimate,
+        [named.get(c, "") for c in range(k)],
     )
 
 

@@ -5,7 +5,9 @@ are merged (the pair whose neighbour links cross most, first) or split (the clus
 2-means halves gain most modularity on the k-NN graph) until N remain (cluster/cut.py).
 The new folder holds the model's checkpoint and config, the cut (cut.json) that every later
 prediction applies, and the files a run writes: predictions.csv, summary.json with the
-label-free quality, metrics.jsonl, k_estimate.json, the report and, on request, the export.
+label-free quality, metrics.jsonl, k_estimate.json, the new clusters' names (from the
+encoder's ImageNet classifier on the same features, cluster/naming.py), the report and, on
+request, the export.
 The old folder is never changed.
 """
 
@@ -38,8 +40,11 @@ def recut_run(
 ) -> Any:
     """Write the run folder `out` (default RUN-k<N>): RUN's photos in k clusters.
     Returns a practice.folder.ClusterResult."""
+    import torch
+
     from deepclust.api.runs import load_run
     from deepclust.cluster.cut import recut
+    from deepclust.cluster.naming import concepts_of
     from deepclust.evaluation.quality import quality_of
     from deepclust.practice.finish import finish_run
 
@@ -59,6 +64,8 @@ def recut_run(
     feats = run.features(data, progress=False).numpy()
     quality_before, neighbours = quality_of(feats, probs.argmax(1), probs.shape[1])
     cut, new_probs = recut(probs, feats, neighbours, k, seed=run.config.train.seed)
+    clusters = torch.from_numpy(new_probs.argmax(1))
+    concepts = concepts_of(run.method.encoder, torch.from_numpy(feats), clusters, k)
     steps = _composed(run, cut)
     _write_folder(run_dir, target, steps)
     info = {
@@ -69,7 +76,9 @@ def recut_run(
         "quality_before": round(quality_before.score, 4),
         "seconds": round(time.time() - t0, 2),
     }
-    return finish_run(target, data, new_probs, neighbours, info, device, report, export, copy)
+    return finish_run(
+        target, data, new_probs, neighbours, info, concepts, device, report, export, copy
+    )
 
 
 def _check_k(k: int, current: int) -> None:
