@@ -288,7 +288,8 @@ def _print_clusters(res: Any, copy: bool) -> None:
     for hint in _recut_hints(res):
         print(hint)
     print(f"run folder: {res.run_dir}")
-    print("  predictions.csv  one row per photo: path, cluster, confidence, agreement")
+    named = ", name" if any(res.names) else ""
+    print(f"  predictions.csv  one row per photo: path, cluster, confidence, agreement{named}")
     if res.report:
         print(f"  report.html      open it in a browser: {res.report.resolve().as_uri()}")
     if res.export:
