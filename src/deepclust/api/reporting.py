@@ -189,7 +189,8 @@ def report(
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
-    embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
+    embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images). per_cluster: the
+    most typical photos shown open per cluster (every other photo is in a fold below them).
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
     evaluate_protocols). tell: given the folder the images are read from, and what no longer
     matches the stored predictions.
