@@ -12,6 +12,7 @@ from PIL import Image
 
 import toy_method  # registers the test-only method "toy"
 from deepclust import api
+from deepclust.errors import ConfigError
 from deepclust.evaluation import report as rep
 
 CHROMIUM = rep.find_chromium()
@@ -142,7 +143,7 @@ def test_renders_in_chromium_with_every_image(kmeans_report, tmp_path):
     assert img.std() > 20  # text, pictures and charts, not a blank page
 
 
-def _photo_page(tmp_path, agreement: np.ndarray) -> tuple[str, list[str]]:
+def _photo_page(tmp_path, agreement: np.ndarray, per_cluster: int = 12) -> tuple[str, list[str]]:
     """The page of a made-up frozen run: 300 photos with file paths (a space, '#' and an
     accent to quote) in 5 clusters, per photo `agreement`, one training curve."""
     n, k = len(agreement), 5
@@ -160,6 +161,7 @@ def _photo_page(tmp_path, agreement: np.ndarray) -> tuple[str, list[str]]:
         num_clusters=k,
         train_records=[{"event": "train", "epoch": e, "lr": 0.1, "loss": 2.0 - e} for e in (1, 2)],
         paths=paths,
+        per_cluster=per_cluster,
         agreement=agreement,
         quality={"score": float(agreement.mean()), "verdict": "fair", "neighbours": 10,
                  "coherence": coherence, "similar_pairs": [], "outlier_agreement_at_most": 0.2},
@@ -198,3 +200,12 @@ def test_no_outlier_section_without_low_agreement(tmp_path):
     page, _ = _photo_page(tmp_path, np.full(300, 0.9))
     assert '<section id="outliers">' not in page and "outliers apart" not in page
     assert page.count('class="t ') == 300
+
+
+def test_per_cluster_sets_the_photos_open_and_keeps_every_photo(tmp_path):
+    page, _ = _photo_page(tmp_path, np.full(300, 0.9), per_cluster=0)
+    clusters = page[page.index('<section id="clusters">') : page.index('<section id="metrics">')]
+    assert "<figure>" not in clusters and clusters.count('class="t ') == 300
+    assert clusters.count('<details class="more">') == 5  # each cluster's photos, folded
+    with pytest.raises(ConfigError, match="--per-cluster must be 0 or more"):
+        api.report(tmp_path / "no-run", per_cluster=-1)

@@ -200,6 +200,8 @@ def report(
 
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
+    if per_cluster < 0:
+        raise ConfigError(f"--per-cluster must be 0 or more; got {per_cluster}.")
     run_dir = Path(run_dir)
     tell = tell or (lambda _line: None)
     run = load_run(run_dir, device, data_dir)
