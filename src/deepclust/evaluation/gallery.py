@@ -4,9 +4,9 @@ Thumbnails are drawn from the images the run already holds in memory (uint8 [N, 
 the store's copies: no original is read again) into *sprites*: one JPEG per block of up to
 SPRITE_PHOTOS photos, tiled SPRITE_COLUMNS wide. A CSS class puts a sprite behind each
 photo's element and an inline background-position picks its tile. One JPEG per photo would
-pay JPEG's header (about 600 bytes) per photo: on CIFAR-10's 32 px photos a sprite takes
-about 0.3 KB per photo against 0.9 KB for a JPEG each (measured when this was written; the
-page's sizes are in benchmarks/results/report_10k.json). A browser decodes a sprite only
+pay JPEG's header (about 600 bytes) per photo: on CIFAR-10's 32 px photos the sprites take
+410 bytes of the page per photo against 849 for a JPEG each (both base64;
+benchmarks/results/report_10k.json, sprite_choice). A browser decodes a sprite only
 when an element that shows it is drawn, so the photos inside a closed <details> cost their
 bytes in the file and nothing else.
 
