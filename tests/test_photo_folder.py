@@ -132,7 +132,11 @@ def test_cluster_a_folder_of_mixed_photos(separable_images, tmp_path, capsys, on
     page = (run / "report.html").read_text()
     import re
 
-    assert len(re.findall(r"photo\d{3}\.(?:jpg|png)<br>", page)) == 4 * 12  # file names
+    clusters = page[page.index('<section id="clusters">') : page.index('<section id="metrics">')]
+    clusters = clusters.split('<section id="outliers">')[0]
+    assert len(re.findall(r"photo\d{3}\.(?:jpg|png)<br>", clusters)) == 4 * 12  # file names
+    links = re.findall(r'<a class="t [^"]*" href="([^"]+)"', page)  # every photo, once
+    assert sorted(links) == sorted(Path(r["path"]).as_uri() for r in rows)
     assert '<section id="confusion">' not in page and '<section id="shift">' not in page
     stage = [
         e for e in map(json.loads, (run / "metrics.jsonl").open()) if e["event"] == "self_label"

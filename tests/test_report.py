@@ -12,16 +12,32 @@ from PIL import Image
 
 import toy_method  # registers the test-only method "toy"
 from deepclust import api
+from deepclust.errors import ConfigError
 from deepclust.evaluation import report as rep
 
 CHROMIUM = rep.find_chromium()
 CHROME_FLAGS = list(rep.HEADLESS_CHROMIUM_FLAGS)
-# Sets a marker on <html> once every <img> has loaded with a real size.
+# Opens every fold, loads every image (the charts are lazy) and every sprite of the style
+# sheet, then sets a marker on <html> once each has loaded with a real size.
 PROBE = """<script>
 window.addEventListener('load', function () {
+  document.querySelectorAll('details').forEach(function (d) { d.open = true; });
   var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.documentElement.setAttribute('data-images', ok ? 'loaded-' + imgs.length : 'broken');
+  imgs.forEach(function (i) { i.loading = 'eager'; });
+  var sprites = [];
+  Array.prototype.forEach.call(document.styleSheets, function (sheet) {
+    Array.prototype.forEach.call(sheet.cssRules, function (rule) {
+      var m = rule.style && rule.style.backgroundImage.match(/url\\("?(data:[^")]+)"?\\)/);
+      if (m) { var i = new Image(); i.src = m[1]; sprites.push(i); }
+    });
+  });
+  setTimeout(function () {
+    var all = imgs.concat(sprites);
+    var ok = imgs.length > 0 && sprites.length > 0 &&
+      all.every(function (i) { return i.complete && i.naturalWidth > 0; });
+    document.documentElement.setAttribute(
+      'data-images', ok ? 'loaded-' + imgs.length + '-' + sprites.length : 'broken');
+  }, 2000);
 });
 </script>"""
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -61,18 +77,24 @@ def toy_report(tmp_path_factory):
 def test_self_contained_with_every_section(kmeans_report):
     page = kmeans_report.read_text()
     assert page.startswith("<!DOCTYPE html>")
-    assert "http://" not in page and "https://" not in page
-    assert "<link" not in page and "@import" not in page and "url(" not in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "<link" not in page and "@import" not in page
     sources = re.findall(r"""src=["']?([^"' >]+)""", page)
     assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    sprites = re.findall(r"url\(([^)]*)\)", page)
+    assert sprites and all(s.startswith("data:image/jpeg;base64,") for s in sprites)
     for section in rep.SECTIONS:  # a labelled run with names and a shift table: all of them
         assert f'<section id="{section}">' in page, section
     assert '<section id="warnings"' not in page  # a healthy run
     for fact in ("train+test", "pixels", "ACC", "NMI", "ARI", "seed", "device", "epochs"):
         assert fact in page
     assert "three" in page and "nine" in page  # cluster names from cluster_names.json
-    assert page.count('<div class="thumbs">') == 10  # one row of samples per cluster
-    assert page.count("<figure>") == 10 * 12 and re.search(r">image \d+<br>", page)  # captions
+    clusters = page[page.index('<section id="clusters">') : page.index('<section id="outliers">')]
+    assert clusters.count('<div class="thumbs">') == 10  # one row of typical photos per cluster
+    assert clusters.count("<figure>") == 10 * 12 and re.search(r">image \d+<br>", page)
+    rows = (kmeans_report.parent / "predictions.csv").read_text().splitlines()[1:]
+    assert page.count('class="t ') == len(rows)  # every image drawn once
+    assert 'href="file:' not in page  # digits: no files to link to
     assert "classes × clusters" in page and "images per cluster" in page
     assert "PCA of encoder features, by cluster" in page and "by true class" in page
     assert "contrast" in page and "jpeg" in page  # the shift table
@@ -85,16 +107,6 @@ def test_training_curves_and_tsne(toy_report):
     assert "learning rate at the end of each epoch" in page
     assert "t-SNE of encoder features" in page
     assert "Not computed for this run" in page  # no shift.json yet
-
-
-def test_strip_is_upscaled_nearest_and_framed():
-    imgs = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4)
-    strip = rep.image_strip(imgs, [rep.MATCH, rep.MISMATCH], scale=3, pad=2)
-    assert strip.shape == (4 * 3 + 4, 2 * (4 * 3 + 4 + 2), 3)
-    cell = strip[2:14, 2:14]
-    assert np.array_equal(cell[::3, ::3], imgs[0].permute(1, 2, 0).numpy())
-    assert tuple(strip[0, 0]) == rep.MATCH and tuple(strip[0, 18]) == rep.MISMATCH
-    assert rep.thumb_scale(32) == 2 and rep.thumb_scale(8) == 9
 
 
 def test_chromium_is_there_in_ci():
@@ -118,7 +130,8 @@ def test_renders_in_chromium_with_every_image(kmeans_report, tmp_path):
         text=True,
         timeout=180,
     ).stdout
-    assert f'data-images="loaded-{page.count("<img ")}"' in dom, dom[:300]
+    loaded = f'data-images="loaded-{page.count("<img ")}-{page.count("url(data:")}"'
+    assert loaded in dom, dom[:300]
     shot = tmp_path / "report.png"
     subprocess.run(
         [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,3000", probe.as_uri()],
@@ -128,3 +141,71 @@ def test_renders_in_chromium_with_every_image(kmeans_report, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"))
     assert img.shape == (3000, 1200)
     assert img.std() > 20  # text, pictures and charts, not a blank page
+
+
+def _photo_page(tmp_path, agreement: np.ndarray, per_cluster: int = 12) -> tuple[str, list[str]]:
+    """The page of a made-up frozen run: 300 photos with file paths (a space, '#' and an
+    accent to quote) in 5 clusters, per photo `agreement`, one training curve."""
+    n, k = len(agreement), 5
+    gen = np.random.default_rng(0)
+    folder = tmp_path / "album #1 é"
+    paths = [str(folder / f"photo {i:03d}.jpg") for i in range(n)]
+    clusters = np.arange(n) % k
+    coherence = [float(agreement[clusters == c].mean()) for c in range(k)]
+    data = rep.ReportData(
+        info={"method": "imc-swav", "dataset": "photos", "run_dir": str(tmp_path / "run")},
+        metric_rows=[],
+        images=torch.as_tensor(gen.integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)),
+        clusters=clusters,
+        confidence=np.ones(n),
+        num_clusters=k,
+        train_records=[{"event": "train", "epoch": e, "lr": 0.1, "loss": 2.0 - e} for e in (1, 2)],
+        paths=paths,
+        per_cluster=per_cluster,
+        agreement=agreement,
+        quality={"score": float(agreement.mean()), "verdict": "fair", "neighbours": 10,
+                 "coherence": coherence, "similar_pairs": [], "outlier_agreement_at_most": 0.2},
+    )  # fmt: skip
+    return rep.render_html(data), paths
+
+
+def test_every_photo_once_linked_to_its_file_and_outliers_apart(tmp_path):
+    from urllib.parse import unquote, urlparse
+
+    agreement = np.round(np.random.default_rng(1).uniform(0.3, 1.0, 300), 1)
+    agreement[[7, 50, 51, 299]] = [0.0, 0.2, 0.1, 0.2]  # four outliers (at most 0.2)
+    page, paths = _photo_page(tmp_path, agreement)
+    links = re.findall(r'<a class="t [^"]*" href="([^"]+)"', page)
+    assert len(links) == 300 and page.count('class="t ') == 300  # each photo drawn once
+    assert sorted(unquote(urlparse(u).path) for u in links) == sorted(paths)
+    assert all(u.startswith("file:///") and " " not in u and "#" not in u for u in links)
+    titles = re.findall(r'href="[^"]+" title="([^"]+)"', page)
+    assert sorted(t.split(" · ")[0] for t in titles) == sorted(p.rsplit("/", 1)[1] for p in paths)
+    # only data: and file: addresses (and the page's own #anchors), no script
+    assert "<script" not in page
+    targets = re.findall(r'(?:src|href)="([^"]*)"', page) + re.findall(r"url\(([^)]*)\)", page)
+    assert all(t.startswith(("data:", "file:///", "#")) for t in targets)
+    start, end = page.index('<section id="outliers">'), page.index('<section id="metrics">')
+    outliers = re.findall(r'href="([^"]+)"', page[start:end])
+    assert [unquote(urlparse(u).path) for u in outliers] == [paths[i] for i in (7, 51, 50, 299)]
+    first = re.search(r'id="c2".*?href="([^"]+)"', page, re.S).group(1)  # most typical first
+    members = [i for i in range(2, 300, 5) if agreement[i] > 0.2]
+    assert unquote(urlparse(first).path) == paths[max(members, key=lambda i: agreement[i])]
+    fold = page.index('<details id="details">')
+    assert fold < page.index('<section id="curves">') < page.rindex("</details>")
+    assert fold > page.index('<section id="clusters">') > page.index('<section id="overview">')
+
+
+def test_no_outlier_section_without_low_agreement(tmp_path):
+    page, _ = _photo_page(tmp_path, np.full(300, 0.9))
+    assert '<section id="outliers">' not in page and "outliers apart" not in page
+    assert page.count('class="t ') == 300
+
+
+def test_per_cluster_sets_the_photos_open_and_keeps_every_photo(tmp_path):
+    page, _ = _photo_page(tmp_path, np.full(300, 0.9), per_cluster=0)
+    clusters = page[page.index('<section id="clusters">') : page.index('<section id="metrics">')]
+    assert "<figure>" not in clusters and clusters.count('class="t ') == 300
+    assert clusters.count('<details class="more">') == 5  # each cluster's photos, folded
+    with pytest.raises(ConfigError, match="--per-cluster must be 0 or more"):
+        api.report(tmp_path / "no-run", per_cluster=-1)

@@ -664,7 +664,9 @@ def _scoring_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentP
     p = _run_parser(sub, common, "report", "write a self-contained HTML report of a run")
     p.add_argument("--out", metavar="FILE.html", help="default RUN_DIR/report.html")
     p.add_argument("--embedding", choices=["pca", "tsne"], default="pca")
-    p.add_argument("--per-cluster", type=int, default=12, help="sample images per cluster")
+    p.add_argument(
+        "--per-cluster", type=int, default=12, help="typical photos shown open per cluster"
+    )
     p.add_argument("--max-points", type=int, default=2000, help="points in the embedding plot")
     _split_arguments(p, ["run", "both"], "both: also score the other split")
     _data_dir_flag(p)

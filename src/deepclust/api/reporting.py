@@ -189,7 +189,8 @@ def report(
 ) -> Path:
     """Write the run's self-contained HTML report (default RUN_DIR/report.html); returns its path.
 
-    embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images).
+    embedding: 'pca' or 'tsne' (scikit-learn, on at most max_points images). per_cluster: the
+    most typical photos shown open per cluster (every other photo is in a fold below them).
     protocols: 'run' (the run's own evaluation) or 'both' (also the other split, see
     evaluate_protocols). tell: given the folder the images are read from, and what no longer
     matches the stored predictions.
@@ -199,6 +200,8 @@ def report(
 
     if embedding not in ("pca", "tsne"):
         raise ConfigError(f"--embedding must be pca or tsne; got '{embedding}'.")
+    if per_cluster < 0:
+        raise ConfigError(f"--per-cluster must be 0 or more; got {per_cluster}.")
     run_dir = Path(run_dir)
     tell = tell or (lambda _line: None)
     run = load_run(run_dir, device, data_dir)

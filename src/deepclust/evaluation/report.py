@@ -1,8 +1,9 @@
-"""One self-contained HTML page per run: numbers, pictures of the clusters, and curves.
+"""One self-contained HTML page per run: the photos of every cluster, numbers, and charts.
 
-Everything is inlined: sample grids and charts (charts.py, matplotlib) are base64 PNG data
-URIs, the style sheet sits in the page, so the page can be mailed, archived or opened
-offline (no script, no external file or network request). This module only draws: the data
+Everything is inlined, so the page can be mailed, archived or opened offline (no script, no
+network request; its only addresses are data: URIs and file:// links to the photos): every
+photo is a tile of a JPEG sprite (gallery.py), the charts (charts.py, matplotlib) are base64
+PNG data URIs, the style sheet sits in the page. This module only draws: the data
 (predictions, features, records) is gathered by `deepclust.api.report`.
 
 The page is Jinja2 templates (templates/report/, autoescaped): page.html.j2 lays out the
@@ -10,44 +11,46 @@ sections, each section is one template, `<name>.html.j2`, filled by one function
 `section_<name>(page) -> its variables, or None to leave it out`. Adding a section is a
 template and a function listed in PAGE.
 
-Sections (each a <section id=...>): warnings (run health), metrics (info and scores), k
-(how K was chosen), clusters (most confident samples first, border green where the
-image's class is the cluster's Hungarian-matched class, red where not), confusion (classes
-x clusters, columns in matched order), sizes, embedding (2-D PCA or t-SNE of encoder
-features, by cluster and by class), names (from cluster_names.json), curves (loss terms
-and learning rate per epoch, ACC/NMI/ARI per evaluation from metrics.jsonl), shift (from
-shift.json where `deepclust shift` was run).
+Sections (each a <section id=...>), in the order a photographer reads them: warnings (run
+health), overview (per cluster its name, size and coherence; the run's label-free quality;
+the clusters that look alike), clusters (one fold per cluster: its most typical photos open,
+the others in a nested fold, each photo linked to its file; frame green where the photo's
+class is the cluster's Hungarian-matched class, red where not), outliers (photos with low
+neighbour agreement, apart: each photo appears once on the page), metrics (run facts and
+scores), k (how K was chosen). Then, folded under "Details" (DETAILS), the technical charts,
+each with a sentence saying what it shows: sizes, confusion (classes x clusters), embedding
+(2-D PCA or t-SNE of encoder features), curves (loss terms and learning rate per epoch,
+ACC/NMI/ARI per evaluation from metrics.jsonl), shift (from shift.json where `deepclust
+shift` was run).
 """
 
 from __future__ import annotations
 
-import base64
 import colorsys
-import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from deepclust.evaluation import charts
+from deepclust.evaluation.gallery import Sprites
 from deepclust.evaluation.metrics import confusion, hungarian_match
+from deepclust.evaluation.quality import NEIGHBOURS, OUTLIER_AGREEMENT
 
 SECTIONS: tuple[str, ...] = (
-    "metrics",
+    "overview",
     "clusters",
+    "metrics",
     "confusion",
     "sizes",
     "embedding",
-    "names",
     "curves",
     "shift",
 )
-MATCH, MISMATCH, UNKNOWN = (30, 160, 60), (210, 40, 40), (170, 170, 170)
 
 
 @dataclass
@@ -145,34 +148,6 @@ def cluster_colours(num_clusters: int, mapping: dict[int, int], num_classes: int
     return out
 
 
-def png_data_uri(array: np.ndarray) -> str:
-    """uint8 [H, W, 3] -> 'data:image/png;base64,...'."""
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def thumb_scale(size: int, target: int = 72) -> int:
-    """Integer nearest-neighbour upscale factor that brings `size` px near `target` px."""
-    return max(1, round(target / max(size, 1)))
-
-
-def image_strip(
-    images: torch.Tensor, borders: list[tuple[int, int, int]], scale: int, pad: int = 3
-) -> np.ndarray:
-    """uint8 [n, 3, h, w] -> one [H, W, 3] row, each image upscaled (nearest) and framed."""
-    n, _, h, w = images.shape
-    side_h, side_w = h * scale + 2 * pad, w * scale + 2 * pad
-    strip = np.full((side_h, max(n, 1) * (side_w + 2), 3), 255, dtype=np.uint8)
-    for i in range(n):
-        img = images[i].permute(1, 2, 0).numpy()
-        big = img.repeat(scale, axis=0).repeat(scale, axis=1)
-        x0 = i * (side_w + 2)
-        strip[:, x0 : x0 + side_w] = borders[i]
-        strip[pad : pad + h * scale, x0 + pad : x0 + pad + w * scale] = big
-    return strip
-
-
 def fmt(v: Any, digits: int = 4) -> str:
     """A number as the tables show it: floats to 4 places, ints with separators, None '–'."""
     if v is None:
@@ -190,12 +165,15 @@ def fmt(v: Any, digits: int = 4) -> str:
 @dataclass
 class Page:
     """The data and what every section derives from it: the confusion [C, K] over the
-    labelled images, the Hungarian map cluster -> class and a colour index per cluster."""
+    labelled images, the Hungarian map cluster -> class, a colour index per cluster, which
+    photos are outliers [N] (bool), and the sprites the sections draw their photos into."""
 
     data: ReportData
     conf: np.ndarray | None
     mapping: dict[int, int]
     cluster_colour: list[int]
+    outlier: np.ndarray
+    sprites: Sprites
 
     @classmethod
     def of(cls, data: ReportData) -> Page:
@@ -205,7 +183,11 @@ class Page:
             conf = confusion(data.labels, data.clusters, num_classes, data.num_clusters)
             mapping = hungarian_match(conf)
         colours = cluster_colours(data.num_clusters, mapping, 0 if conf is None else conf.shape[0])
-        return cls(data, conf, mapping, colours)
+        outlier = np.zeros(len(data.clusters), dtype=bool)
+        if data.agreement is not None:
+            at_most = (data.quality or {}).get("outlier_agreement_at_most", OUTLIER_AGREEMENT)
+            outlier = data.agreement <= at_most
+        return cls(data, conf, mapping, colours, outlier, Sprites(data.images))
 
     def cluster_label(self, k: int) -> str:
         name = self.data.cluster_names.get(k)
@@ -214,6 +196,11 @@ class Page:
     def class_label(self, j: int) -> str:
         names = self.data.class_names
         return names[j] if j < len(names) else f"class {j}"
+
+    @cached_property
+    def clusters(self) -> list[dict[str, Any]]:
+        """Per cluster its heading facts (cluster_facts), for the overview and the photos."""
+        return [cluster_facts(self, k) for k in range(self.data.num_clusters)]
 
 
 FACTS = (
@@ -284,43 +271,75 @@ def section_k(page: Page) -> dict[str, Any] | None:
     return {"e": e, "k_min": min(ks), "k_max": max(ks), "chart": chart}
 
 
-def _thumbnail(page: Page, i: int, k: int, scale: int) -> dict[str, Any]:
-    """One framed thumbnail of image i in cluster k, with its file name and confidence."""
-    data, mapping = page.data, page.mapping
-    if not data.labelled or data.labels[i] < 0 or k not in mapping:  # type: ignore[index]
-        border = UNKNOWN
-    else:
-        border = MATCH if data.labels[i] == mapping[k] else MISMATCH  # type: ignore[index]
-    strip = image_strip(data.images[i : i + 1], [border], scale)
-    name = Path(data.paths[i]).name if data.paths and data.paths[i] else f"image {i}"
-    return {
-        "src": png_data_uri(strip),
-        "width": strip.shape[1],
-        "height": strip.shape[0],
-        "name": name,
-        "path": data.paths[i] if data.paths else name,
-        "confidence": f"{_shown_score(data)[i]:.2f}",
-    }
-
-
 def _shown_score(data: ReportData) -> np.ndarray:
     """Per photo, what the page shows: the neighbour agreement where the run has it (it drops
     in a mixed cluster), else the model's confidence."""
     return data.agreement if data.agreement is not None else data.confidence
 
 
-def _cluster(page: Page, k: int, scale: int) -> dict[str, Any]:
-    """Cluster k's heading facts and its most confident thumbnails."""
+def _mark(page: Page, i: int, k: int) -> str:
+    """The frame class of photo i in cluster k: ' ok' where its class is the cluster's matched
+    class, ' no' where not, '' where either is unknown."""
+    data, mapping = page.data, page.mapping
+    if not data.labelled or data.labels[i] < 0 or k not in mapping:  # type: ignore[index]
+        return ""
+    return " ok" if data.labels[i] == mapping[k] else " no"  # type: ignore[index]
+
+
+def file_url(path: str) -> str:
+    """The file:// URL of a photo's file (absolute, percent-quoted), for the page's links."""
+    return Path(path).absolute().as_uri()
+
+
+def _photos(page: Page, order: np.ndarray, in_title: bool = False) -> list[dict[str, Any]]:
+    """Photos order [n], in that order, drawn into sprites: per photo its tile's class and
+    position, the link to its file (None without one), its name, score and title (with its
+    cluster where in_title)."""
+    data, score = page.data, _shown_score(page.data)
+    what = "agreement" if data.agreement is not None else "confidence"
+    out = []
+    for i, tile in zip(order.tolist(), page.sprites.tiles(order), strict=True):
+        path = data.paths[i] if data.paths else None
+        name = Path(path).name if path else f"image {i}"
+        k = int(data.clusters[i])
+        where = f" · cluster {page.cluster_label(k)}" if in_title else ""
+        out.append(
+            {
+                "cls": f"t {tile.sprite}{_mark(page, i, k)}",
+                "pos": tile.position,
+                "href": file_url(path) if path else None,
+                "name": name,
+                "cluster": page.cluster_label(k),
+                "score": f"{score[i]:.2f}",
+                "title": f"{name}{where} · {what} {score[i]:.2f}",
+            }
+        )
+    return out
+
+
+def _gallery(page: Page, order: np.ndarray, shown: int, in_title: bool = False) -> dict[str, Any]:
+    """The first `shown` photos of order [n] (open, captioned) and the rest (folded), each part
+    in its own sprites so that the folded part is decoded only when opened."""
+    head, rest = order[:shown], order[shown:]
+    return {"head": _photos(page, head, in_title), "rest": _photos(page, rest, in_title)}
+
+
+def cluster_facts(page: Page, k: int) -> dict[str, Any]:
+    """Cluster k's heading: label, name, size, outliers among them, colour, coherence (its
+    photos' mean agreement), matched and majority class."""
     data = page.data
-    members = np.flatnonzero(data.clusters == k)
+    members = data.clusters == k
     out: dict[str, Any] = {
+        "id": k,
         "label": page.cluster_label(k),
-        "size": len(members),
+        "name": data.cluster_names.get(k, ""),
+        "size": int(members.sum()),
+        "outliers": int((members & page.outlier).sum()),
         "colour": charts.hexcol(colour(page.cluster_colour[k])),
         "matched": page.class_label(page.mapping[k]) if k in page.mapping else None,
         "majority": None,
     }
-    if data.labelled and len(members):
+    if data.labelled and out["size"]:
         lab = data.labels[members]  # type: ignore[index]
         lab = lab[lab >= 0]
         if len(lab):
@@ -329,42 +348,68 @@ def _cluster(page: Page, k: int, scale: int) -> dict[str, Any]:
             out["majority"] = f"{page.class_label(major)} ({counts[major] / len(lab):.0%})"
     coherence = ((data.quality or {}).get("coherence") or [None] * data.num_clusters)[k]
     out["coherence"] = None if coherence is None else f"{coherence:.2f}"
-    score = _shown_score(data)
-    order = members[np.argsort(-score[members], kind="stable")][: data.per_cluster]
-    out["figures"] = [_thumbnail(page, int(i), k, scale) for i in order]
     return out
 
 
+def section_overview(page: Page) -> dict[str, Any]:
+    """The clusters at a glance (name, size, coherence), the run's label-free quality, and
+    the clusters that look alike with the recut command that merges the closest pair."""
+    data, q = page.data, page.data.quality
+    k = data.num_clusters
+    pairs = [
+        {"a": page.cluster_label(p["clusters"][0]), "b": page.cluster_label(p["clusters"][1]),
+         "share": f"{p['link_share']:.0%}"}
+        for p in (q or {}).get("similar_pairs", [])
+    ]  # fmt: skip
+    merge = f"deepclust recut {data.info.get('run_dir', 'RUN')} --k {k - 1}" if k > 2 else None
+    return {
+        "q": q,
+        "clusters": page.clusters,
+        "names": bool(data.cluster_names),
+        "labelled": data.labelled,
+        "pairs": pairs,
+        "merge": merge,
+        "outliers": int(page.outlier.sum()),
+    }
+
+
 def section_clusters(page: Page) -> dict[str, Any]:
-    scale = thumb_scale(page.data.images.shape[-1])
-    clusters = [_cluster(page, k, scale) for k in range(page.data.num_clusters)]
-    shown = "agreement" if page.data.agreement is not None else "confidence"
-    return {"clusters": clusters, "scale": scale, "labelled": page.data.labelled, "shown": shown}
+    """Every photo, per cluster: its most typical ones open, the others folded, outliers left
+    to their own section (each photo appears once)."""
+    data, score = page.data, _shown_score(page.data)
+    clusters = []
+    for facts in page.clusters:
+        members = np.flatnonzero((data.clusters == facts["id"]) & ~page.outlier)
+        order = members[np.argsort(-score[members], kind="stable")]
+        clusters.append({**facts, **_gallery(page, order, data.per_cluster)})
+    shown = "agreement" if data.agreement is not None else "confidence"
+    return {
+        "clusters": clusters,
+        "labelled": data.labelled,
+        "shown": shown,
+        "n": len(data.clusters),
+        "outliers": int(page.outlier.sum()),
+    }
 
 
 OUTLIERS_SHOWN = 24
 
 
-def section_quality(page: Page) -> dict[str, Any] | None:
-    """The label-free quality: the verdict, clusters that look alike (with the recut command
-    that merges the closest pair), and the photos that fit no cluster well."""
-    data, q = page.data, page.data.quality
-    if not q:
+def section_outliers(page: Page) -> dict[str, Any] | None:
+    """The photos that fit no cluster well (agreement at most the quality's threshold),
+    least fitting first; None when there are none."""
+    data, low = page.data, np.flatnonzero(page.outlier)
+    if not len(low):
         return None
-    k = data.num_clusters
-    pairs = [
-        {"a": page.cluster_label(p["clusters"][0]), "b": page.cluster_label(p["clusters"][1]),
-         "share": f"{p['link_share']:.0%}"}
-        for p in q.get("similar_pairs", [])
-    ]  # fmt: skip
-    outliers = []
-    if data.agreement is not None:
-        low = np.flatnonzero(data.agreement <= q.get("outlier_agreement_at_most", 0.2))
-        order = low[np.argsort(data.agreement[low], kind="stable")][:OUTLIERS_SHOWN]
-        scale = thumb_scale(data.images.shape[-1])
-        outliers = [_thumbnail(page, int(i), int(data.clusters[i]), scale) for i in order]
-    merge = f"deepclust recut {data.info.get('run_dir', 'RUN')} --k {k - 1}" if k > 2 else None
-    return {"q": q, "pairs": pairs, "merge": merge, "outliers": outliers}
+    order = low[np.argsort(data.agreement[low], kind="stable")]  # type: ignore[index]
+    at_most = (data.quality or {}).get("outlier_agreement_at_most", OUTLIER_AGREEMENT)
+    neighbours = (data.quality or {}).get("neighbours", NEIGHBOURS)
+    return {
+        "n": len(low),
+        "at_most": f"{at_most:.0%}",
+        "neighbours": neighbours,
+        **_gallery(page, order, OUTLIERS_SHOWN, in_title=True),
+    }
 
 
 def section_confusion(page: Page) -> dict[str, Any] | None:
@@ -430,11 +475,6 @@ def section_embedding(page: Page) -> dict[str, Any]:
             )
         )
     return {"charts": plots, "n": len(idx)}
-
-
-def section_names(page: Page) -> dict[str, Any] | None:
-    names = page.data.cluster_names
-    return {"names": sorted(names.items())} if names else None
 
 
 SKIP_TRAIN_KEYS = {"event", "epoch", "time", "lr", "seconds", "images_per_s"}
@@ -515,17 +555,19 @@ def section_shift(page: Page) -> dict[str, Any] | None:
 # The page, top to bottom: (template name = section id, the function that fills it).
 PAGE: tuple[tuple[str, Callable[[Page], dict[str, Any] | None]], ...] = (
     ("warnings", section_warnings),
+    ("overview", section_overview),
+    ("clusters", section_clusters),
+    ("outliers", section_outliers),
     ("metrics", section_metrics),
     ("k", section_k),
-    ("quality", section_quality),
-    ("clusters", section_clusters),
-    ("confusion", section_confusion),
     ("sizes", section_sizes),
+    ("confusion", section_confusion),
     ("embedding", section_embedding),
-    ("names", section_names),
     ("curves", section_curves),
     ("shift", section_shift),
 )
+# The technical charts: folded together at the end of the page, under "Details".
+DETAILS = frozenset({"sizes", "confusion", "embedding", "curves", "shift"})
 
 
 @cache
@@ -546,11 +588,13 @@ def _environment() -> Any:
 def render_html(data: ReportData) -> str:
     """The whole page as one string (no external references)."""
     page = Page.of(data)
-    sections = []
+    sections: list[tuple[str, dict[str, Any]]] = []
+    details: list[tuple[str, dict[str, Any]]] = []
     for name, build in PAGE:
         variables = build(page)
         if variables is not None:
-            sections.append((f"report/{name}.html.j2", variables))
+            part = details if name in DETAILS else sections
+            part.append((f"report/{name}.html.j2", variables))
     info = data.info
     return (
         _environment()
@@ -561,5 +605,7 @@ def render_html(data: ReportData) -> str:
             f"K = {data.num_clusters}",
             run_dir=info.get("run_dir", ""),
             sections=sections,
+            details=details,
+            sprites=page.sprites.css(),
         )
     )
