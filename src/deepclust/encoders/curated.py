@@ -51,6 +51,9 @@ def listing() -> list[str]:
     """The lines of `deepclust list encoders`: curated names, from-scratch ones, families."""
     lines = ["pretrained, frozen (--encoder NAME; join several with '+', e.g. dinov2-s+dinov2-b):"]
     lines.append(f"  {'name':19s}{'spec':43s}{'dim':>5s}{'input':>6s}  weights")
+    lines.append(
+        "  (input: the encoder's own size; the frozen configs, so `cluster`, run at 224 px)"
+    )
     for c in CURATED:
         here = "on disk" if c.on_disk() else "missing"
         lines.append(
