@@ -271,6 +271,19 @@ def test_download_takes_the_first_file_the_repository_has(hub_cache, monkeypatch
     assert asked == list(hub.OPEN_CLIP_FILES)
 
 
+def test_a_download_failing_half_way_is_one_line(hub_cache, monkeypatch):
+    import huggingface_hub
+
+    def broken(repo, name):
+        raise RuntimeError("connection reset\nretrying...")
+
+    monkeypatch.setattr(hub, "offline_reason", lambda: None)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken)
+    with pytest.raises(DeepclustError, match="encoder 'clip-l14': downloading") as info:
+        BY_NAME["clip-l14"].hub.local_file("clip-l14")
+    assert "\n" not in str(info.value) and "connection reset" in str(info.value)
+
+
 def test_cluster_encoder_flag_sets_the_config_key(monkeypatch, tmp_path):
     from deepclust.practice import folder
 

@@ -58,6 +58,18 @@ class HubWeights:
         if path is not None:
             return path
         require_hub(label, self.fetch_command())
+        try:
+            return self._download()
+        except Exception as e:  # the network or the hub failed half-way: the user's to retry
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise DeepclustError(
+                f"encoder '{label}': downloading its weights from {self.repo} failed "
+                f"({type(e).__name__}: {reason}). Retry, fetch them with: {self.fetch_command()}, "
+                f"or give a local file: {option('encoder.weights', 'PATH')}."
+            ) from None
+
+    def _download(self) -> str:
+        """The first of `files` the repository has, downloaded into the hub cache."""
         from huggingface_hub import hf_hub_download
         from huggingface_hub.errors import EntryNotFoundError
 
