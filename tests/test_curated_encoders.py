@@ -137,6 +137,27 @@ def test_default_weights_are_read_from_the_hub_cache_without_network(
         assert torch.equal(value, state[key]), key
 
 
+def test_open_clip_weights_from_the_cache_run_with_the_tags_quick_gelu(
+    tiny_models, hub_cache, monkeypatch
+):
+    monkeypatch.setattr(hub, "offline_reason", lambda: pytest.fail("the hub was probed"))
+    source = build_encoder("open_clip:ViT-B-32", 32, weights="random").body.model
+    state = {k: torch.randn_like(v) for k, v in source.state_dict().items()}
+    repo = "timm/vit_base_patch32_clip_224.openai"
+    put_in_cache(hub_cache, repo, "open_clip_model.safetensors", state)
+    plain = build_encoder("open_clip:ViT-B-32", 32)  # weights openai, config without QuickGELU
+    curated = build_encoder("clip-b32", 32)
+    for encoder in (plain, curated):
+        block = encoder.body.model.visual.transformer.resblocks[0]
+        assert type(block.mlp.gelu).__name__ == "QuickGELU"
+        for key, value in encoder.body.model.state_dict().items():
+            assert torch.equal(value, state[key]), key
+    assert plain.identity.endswith("+quickgelu") and not curated.identity.endswith("+quickgelu")
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(plain(images), curated(images), atol=1e-5)
+
+
 def test_feature_cache_key_differs_between_encoders_and_weights(tiny_models, hub_cache, tmp_path):
     images = torch.zeros(4, 3, 32, 32, dtype=torch.uint8)
     small = build_encoder("dinov2-s", 32, weights="random")

@@ -261,10 +261,14 @@ def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
     tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
     source = _open_clip_hub(model_name, pretrained) if tag else None
     load = source.local_file(f"open_clip:{model_name}") if source is not None else pretrained
-    try:  # a hub file is loaded as a file: QuickGELU and preprocessing come from the tag here
-        model = open_clip.create_model(
-            model_name, pretrained=load, force_quick_gelu=bool(tag.get("quick_gelu"))
-        )
+    # a hub file is loaded as a file, so QuickGELU and the preprocessing come from the tag
+    # here; where the tag's QuickGELU overrides the config's GELU (open_clip itself would only
+    # warn), the identity says so, so that features computed with GELU are never read back
+    config = open_clip.get_model_config(model_name) or {}
+    quick_gelu = bool(tag.get("quick_gelu"))
+    forced = "+quickgelu" if quick_gelu and not config.get("quick_gelu") else ""
+    try:
+        model = open_clip.create_model(model_name, pretrained=load, force_quick_gelu=quick_gelu)
     except Exception as e:
         raise DeepclustError(
             f"could not build open_clip:{model_name} with weights '{pretrained}' ({type(e).__name__}: {e}). "
@@ -281,7 +285,7 @@ def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
         mean=tuple(mean),
         std=tuple(std),
         input_size=req.input_size or int(size),
-        identity=f"open_clip:{model_name}@{weights_identity(pretrained)}",
+        identity=f"open_clip:{model_name}@{weights_identity(pretrained)}{forced}",
     )
 
 
