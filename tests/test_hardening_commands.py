@@ -160,7 +160,8 @@ def test_option_names_the_flag_per_command():
 
     assert option("encoder.name", "hf:/x") == "--encoder hf:/x"  # Python callers, train
     with command("cluster"):
-        assert option("encoder.name", "hf:/x") == "--set encoder.name=hf:/x"
+        assert option("encoder.name", "hf:/x") == "--encoder hf:/x"  # cluster has --encoder
+        assert option("encoder.weights", "W") == "--set encoder.weights=W"
         assert option("clusters", 7) == "--k 7"
     with command("train"):
         assert option("k_max") == "the MAX of --k-range"

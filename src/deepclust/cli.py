@@ -50,7 +50,11 @@ def _train_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--method", help="clustering method (deepclust list methods)")
     p.add_argument("--dataset", help="dataset name (deepclust list datasets)")
     p.add_argument("--data-dir", help="folder holding the dataset")
-    p.add_argument("--encoder", help="backbone (deepclust list encoders)")
+    p.add_argument(
+        "--encoder",
+        help="backbone: a short name such as dinov2-s, timm:/open_clip:/hf:<model>, or one "
+        "trained from scratch (deepclust list encoders)",
+    )
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument(
@@ -127,6 +131,7 @@ def _progress_override() -> list[tuple[str, Any]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    _check_encoder_weights(args)
     k, k_range = _k_options(args) if args.clusters is not None else (None, None)
     if k is not None:
         args.clusters = None if k == "auto" else k
@@ -203,6 +208,7 @@ def _score_line(r: dict[str, Any]) -> str:
 
 
 def cmd_cluster(args: argparse.Namespace) -> int:
+    _check_encoder_weights(args)
     from deepclust.config import parse_overrides
     from deepclust.practice.folder import cluster_folder
 
@@ -220,7 +226,7 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         export=args.export,
         copy=args.copy,
         report=not args.no_report,
-        overrides=_progress_override() + parse_overrides(args.set),
+        overrides=_progress_override() + _encoder_override(args) + parse_overrides(args.set),
         resume=args.resume,
         labels_from_folders=args.labels_from_folders,
         tell=lambda line: print(line, flush=True),
@@ -232,6 +238,22 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     )
     _print_clusters(res, args.copy)
     return 0
+
+
+def _encoder_override(args: argparse.Namespace) -> list[tuple[str, Any]]:
+    """--encoder as the config key (a --set encoder.name=... after it still wins)."""
+    return [] if args.encoder is None else [("encoder.name", args.encoder)]
+
+
+def _check_encoder_weights(args: argparse.Namespace) -> None:
+    """Before torch loads: a curated hub encoder whose weights are neither on this disk nor
+    reachable fails here, in one line and about a second (encoders/catalog.py)."""
+    from deepclust.config import parse_overrides
+    from deepclust.encoders.catalog import require_weights
+
+    settings = dict([*_encoder_override(args), *parse_overrides(args.set)])
+    if settings.get("encoder.name") and settings.get("encoder.weights") is None:
+        require_weights(str(settings["encoder.name"]))
 
 
 def cmd_recut(args: argparse.Namespace) -> int:
@@ -481,7 +503,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from deepclust.data.datasets import DATASETS, dataset_info
-    from deepclust.encoders import ENCODERS
+    from deepclust.encoders.curated import listing
     from deepclust.methods import METHODS
 
     if args.what == "methods":
@@ -493,8 +515,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             info = dataset_info(name)
             print(f"{name:16s} {info.description}")
     elif args.what == "encoders":
-        for name in ENCODERS.names():
-            print(f"{name:16s} {ENCODERS.get(name).description}")
+        print("\n".join(listing()))
     else:
         from deepclust.config import packaged_configs
 
@@ -599,6 +620,11 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         help="stored side in px (default: the photos' median shorter side, at most 224)",
     )
     p.add_argument("--method", default="imc-swav", help="method of the frozen recipe")
+    p.add_argument(
+        "--encoder",
+        help="frozen encoder (default efficientnet_lite2): a short name such as dinov2-s or "
+        "clip-b32, or timm:/open_clip:/hf:<model> (deepclust list encoders)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--no-report", action="store_true", help="skip RUN_DIR/report.html")

@@ -49,7 +49,6 @@ _OPTIONS = {
     "cluster": {
         "data.data_dir": "PHOTOS",
         "clusters": "--k",
-        "encoder.name": "--set encoder.name=",
         "k_min": "the MIN of --k-range",
         "k_max": "the MAX of --k-range",
     },
@@ -58,6 +57,7 @@ _DEFAULT_OPTIONS = {
     "data.data_dir": "--data-dir",
     "clusters": "--clusters",
     "encoder.name": "--encoder",
+    "encoder.weights": "--set encoder.weights=",
 }
 _COMMAND: ContextVar[str | None] = ContextVar("deepclust_command", default=None)
 

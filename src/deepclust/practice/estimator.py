@@ -89,7 +89,8 @@ class DeepClusterer(ClusterMixin, TransformerMixin, BaseEstimator):
     a frozen encoder's features.
 
     method: a method with a frozen config (imc-swav, the default recipe); encoder: an
-    encoder name (None: the config's, EfficientNet-Lite2); k: clusters, or "auto" (estimated
+    encoder name, e.g. "dinov2-s" or "clip-b32" (`deepclust list encoders`; None: the
+    config's, EfficientNet-Lite2); k: clusters, or "auto" (estimated
     without labels); image_size: the stored side (None: the photos' typical size);
     overrides: more config keys {dotted key: value}; out: the working folder (None: a new
     temporary one) holding run/ (the run folder) and, for an array, images/.
