@@ -316,6 +316,63 @@ def recut() -> str:
     return "\n".join(lines)
 
 
+NAMING = {
+    "CIFAR-10 test": "naming_cifar10_test.json",
+    "Fashion-MNIST test": "naming_fashion_test.json",
+}
+
+
+def naming() -> str:
+    """How often a cluster's offline name is its majority class or a hypernym of it
+    (benchmarks/naming.py)."""
+    lines = [
+        "| dataset | clusters | named by a synonym / hypernym of the majority class | examples (name: majority class) | naming time |",
+        "|---|---|---|---|---|",
+    ]
+    for label, name in NAMING.items():
+        d = _load(name)
+        rows = d["rows"]
+        good = [r for r in rows if r["relation"] in ("synonym", "hypernym")]
+        bad = [r for r in rows if r not in good]
+        shown = [f"{r['name']}: {r['majority_class']}" for r in good[:2] + bad[:2]]
+        lines.append(
+            f"| {label} ({d['photos']:,} photos) | {len(rows)} | {len(good)} of {len(rows)} "
+            f"({d['score']['strict']:.0%}) | {'; '.join(shown)} | {d['naming_seconds']:.1f} s |"
+        )
+    first = _load(next(iter(NAMING.values())))
+    lines += [
+        "",
+        f"{first['encoder']} (its ImageNet classifier), clusters: {first['clusters']}; a name "
+        "counts when its WordNet synset is the majority class's own or a hypernym of it "
+        "(classes mapped to synsets by hand in the script; labels only score); temperature "
+        f"{first['temperature']} and threshold {first['threshold']} chosen on CIFAR-10 train "
+        "photos (`python benchmarks/naming.py`, commands in its docstring).",
+    ]
+    return "\n".join(lines)
+
+
+def report_page() -> str:
+    """Size and render time of a 10,000-photo report (benchmarks/report_size.py)."""
+    d = _load("report_10k.json")
+    page, before, ch = d["page"], d["before"], d["chromium_s"]
+    return "\n".join(
+        [
+            "| report of a 10,000-photo run | page size | `deepclust report` | Chromium screenshot | Chromium, every fold open |",
+            "|---|---|---|---|---|",
+            f"| every photo ({page['photos_drawn']:,} thumbnails in {page['sprites']} sprites) "
+            f"| {page['html_mb']:.1f} MB | {min(d['report_command_s']):.0f} s "
+            f"| {ch['page_screenshot']:.1f} s | {ch['all_open_screenshot']:.1f} s |",
+            f"| before (12 photos per cluster) | {before['html_bytes'] / 1e6:.1f} MB "
+            f"| {min(before['report_command_s']):.0f} s | {ch['before_screenshot']:.1f} s | |",
+            "",
+            f"CIFAR-10 (JPEG copy) test folder, {d['run']}; whole `report` command (best of 3); "
+            f"headless Chromium with a fresh profile ({ch['empty_screenshot']:.1f} s of it is "
+            f"Chromium's own start-up), median of 3; {d['device']}, load average "
+            f"{d['loadavg_before'].split()[0]} (`{d['command']}`).",
+        ]
+    )
+
+
 def _gib(d: dict) -> str:
     return f"{d['peak_rss_gib']:.1f} GiB"
 
@@ -395,6 +452,8 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "k_estimation": k_estimation,
     "k_suite": k_suite,
     "recut": recut,
+    "naming": naming,
+    "report": report_page,
     "scale": scale,
 }
 
