@@ -215,3 +215,30 @@ def test_without_a_cache_a_given_k_extracts_once(separable_images, tmp_path, mon
     assert main([*argv, "--out", str(tmp_path / "run"), "--no-report", *TINY]) == 0
     assert "features:" not in capsys.readouterr().out
     assert len(passes) == 1  # the training's own extraction, not one ahead of it as well
+
+
+def test_the_console_examples_are_each_clusters_most_typical_photos(tmp_path):
+    """cluster_sizes names, per cluster, the photos with the highest agreement (then
+    confidence), not the first ones listed."""
+    import csv
+
+    from deepclust.evaluation.predictions import COLUMNS
+    from deepclust.practice.folder import cluster_sizes
+
+    rows = [  # (path, cluster, confidence, agreement)
+        ("/p/a_first.jpg", 0, 0.99, 0.1),
+        ("/p/a_best.jpg", 0, 0.50, 0.9),
+        ("/p/a_tie_confident.jpg", 0, 0.90, 0.5),
+        ("/p/a_tie.jpg", 0, 0.60, 0.5),
+        ("/p/b_only.jpg", 1, 0.70, 0.3),
+    ]
+    with (tmp_path / "predictions.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        for i, (path, c, conf, agree) in enumerate(rows):
+            writer.writerow(
+                {"index": i, "path": path, "cluster": c, "confidence": conf, "agreement": agree}
+            )
+    sizes, examples = cluster_sizes(tmp_path, 2, shown=3)
+    assert sizes == [4, 1]
+    assert examples == [["a_best.jpg", "a_tie_confident.jpg", "a_tie.jpg"], ["b_only.jpg"]]

@@ -207,13 +207,25 @@ def finish_result(
 
 
 def cluster_sizes(run_dir: Path, k: int, shown: int = 3) -> tuple[list[int], list[list[str]]]:
-    """(images per cluster, the first `shown` file names of each) from the run's predictions."""
-    paths, clusters = read_predictions(run_dir / "predictions.csv")
+    """(images per cluster, the file names of its `shown` most typical photos) from the run's
+    predictions: highest neighbour agreement first (where measured), then confidence."""
+    path = run_dir / "predictions.csv"
+    rows = read_predictions_csv(path)
+    clusters, confidence = stored_assignments(path, rows)
+    agreement = [_number(r.get("agreement")) for r in rows]
+    order = sorted(range(len(rows)), key=lambda i: (-agreement[i], -confidence[i], i))
     examples: list[list[str]] = [[] for _ in range(k)]
-    for path, c in zip(paths, clusters, strict=True):
-        if len(examples[c]) < shown:
-            examples[c].append(Path(path).name)
+    for i in order:
+        if len(examples[clusters[i]]) < shown:
+            examples[clusters[i]].append(Path(rows[i]["path"]).name)
     return [clusters.count(c) for c in range(k)], examples
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text else 0.0
+    except ValueError:
+        return 0.0
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[int]]:
