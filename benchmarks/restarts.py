@@ -1,4 +1,8 @@
-"""What `cluster --restarts N` gains: the best of N seeds by the label-free quality score.
+"""Would keeping the best of N seeds by the label-free quality score gain anything?
+
+A `--restarts N` for `cluster` was built on this idea and taken out again: it gained on
+CIFAR-10 train and nothing on the test splits (docs/results.md). This script keeps the
+measurement.
 
     python benchmarks/frozen_features.py --encoder efficientnet_lite2 --input-size 224 \\
         --self-label-epochs 20 --methods imc-swav --seeds 0,1,2,3,4,5,6,7 --name restarts_cifar10_test
@@ -6,7 +10,7 @@
 
 Reads the finished run folders of one recipe on one dataset (many seeds; each holds its
 ACC, scored with the labels, and its quality score, computed without them), and for every
-N reports the expected ACC of the seed that `--restarts N` keeps: the mean, over every set
+N reports the expected ACC of the seed a best-of-N would keep: the mean, over every set
 of N seeds among those run, of the ACC of the set's highest-quality seed (and the worst
 such pick), beside one seed's mean and the best seed by ACC (an oracle no user has).
 Labels only score. JSON in benchmarks/results/<name>.json.

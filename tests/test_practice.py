@@ -242,25 +242,3 @@ def test_the_console_examples_are_each_clusters_most_typical_photos(tmp_path):
     sizes, examples = cluster_sizes(tmp_path, 2, shown=3)
     assert sizes == [4, 1]
     assert examples == [["a_best.jpg", "a_tie_confident.jpg", "a_tie.jpg"], ["b_only.jpg"]]
-
-
-def test_restarts_keep_the_seed_of_highest_quality(separable_images, tmp_path, capsys, one_thread):
-    """`cluster --restarts 2` trains seeds 0 and 1, keeps the one with the higher quality
-    score as the run folder (recorded in summary.json) and leaves no other folder behind."""
-    from deepclust.cli import main
-
-    run = tmp_path / "run"
-    argv = ["--no-progress", "cluster", str(separable_images), "--k", "4", "--out", str(run)]
-    assert main([*argv, "--no-report", "--restarts", "2", *TINY]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads((run / "summary.json").read_text())
-    restarts = summary["restarts"]
-    assert restarts["seeds"] == [0, 1] and len(restarts["quality"]) == 2
-    best = max(range(2), key=lambda i: restarts["quality"][i])
-    assert restarts["kept_seed"] == summary["seed"] == best
-    assert summary["quality"]["score"] == pytest.approx(max(restarts["quality"]), abs=1e-4)
-    assert f"kept seed {best}" in out
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the other seed is gone
-    assert len(_rows(run / "predictions.csv")) == summary["n_eval"]
-    assert main([*argv, "--no-report", "--restarts", "0", *TINY]) == 2
-    assert "--restarts must be at least 1" in capsys.readouterr().err

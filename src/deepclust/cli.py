@@ -229,7 +229,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
         overrides=_progress_override() + _encoder_override(args) + parse_overrides(args.set),
         resume=args.resume,
         labels_from_folders=args.labels_from_folders,
-        restarts=args.restarts,
         tell=lambda line: print(line, flush=True),
     )
     s = res.summary
@@ -627,14 +626,6 @@ def _cluster_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
         "clip-b32, or timm:/open_clip:/hf:<model> (deepclust list encoders)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--restarts",
-        type=int,
-        default=1,
-        metavar="N",
-        help="train N seeds (--seed, +1, ...) and keep the one whose clusters look best "
-        "without labels (highest quality score); N times the training time",
-    )
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--no-report", action="store_true", help="skip RUN_DIR/report.html")
     p.add_argument(

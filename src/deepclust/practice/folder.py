@@ -100,7 +100,6 @@ def cluster_folder(
     overrides: list[tuple[str, Any]] | None = None,
     resume: bool = False,
     labels_from_folders: bool = False,
-    restarts: int = 1,
     tell: Callable[[str], None] | None = None,
 ) -> ClusterResult:
     """Cluster every image under `photos` into k groups; write the run folder `out`.
@@ -116,8 +115,6 @@ def cluster_folder(
     resume=True continues the killed run in `out` (its config: K, method, seed) on the same
     photos, then writes the report and the export as an uninterrupted run does.
     labels_from_folders: score the clusters against the first-level sub-folders (never fit).
-    restarts > 1: train that many seeds (seed, seed + 1, ...) and keep the run whose clusters
-    look best without labels (the highest quality score: practice/restarts.py).
     tell(line): what is happening, as it happens (features extracted, K chosen, training).
     """
     from deepclust import api
@@ -126,10 +123,6 @@ def cluster_folder(
     from deepclust.encoders.pretrained import check_weights_available
 
     folder = photos_folder(photos)
-    if restarts < 1:
-        raise ConfigError(f"--restarts must be at least 1, not {restarts}.")
-    if resume and restarts > 1:
-        raise ConfigError("--resume continues one killed run; leave out --restarts with it.")
     if resume:
         resumed = resume_cluster(folder, k, out, device, overrides)
         return finish_result(resumed, device, export, copy, report)
@@ -161,12 +154,7 @@ def cluster_folder(
         tell(describe(estimate))
     run_dir = Path(out) if out is not None else default_out(folder)
     tell(f"training {cfg.method} heads for K = {cfg.clusters} into {run_dir} ...")
-    if restarts > 1:
-        from deepclust.practice.restarts import train_best_of
-
-        result = train_best_of(cfg, run_dir, restarts, tell)
-    else:
-        result = api.train(cfg, out=run_dir)
+    result = api.train(cfg, out=run_dir)
     if estimate is not None:
         write_estimate(result.run_dir, estimate)
     return finish_result(result, device, export, copy, report, estimate)
