@@ -209,3 +209,35 @@ def test_per_cluster_sets_the_photos_open_and_keeps_every_photo(tmp_path):
     assert clusters.count('<details class="more">') == 5  # each cluster's photos, folded
     with pytest.raises(ConfigError, match="--per-cluster must be 0 or more"):
         api.report(tmp_path / "no-run", per_cluster=-1)
+
+
+def test_the_overview_shows_names_with_what_the_classifier_sees(tmp_path):
+    """cluster_concepts.json's concept and top classes reach the overview beside each name;
+    a file for another K (a stale one) is left out rather than shown against wrong clusters."""
+    from deepclust.api.reporting import concept_lines
+
+    concepts = {
+        "clusters": [
+            {"name": "dog", "concept": {"name": "dog", "share": 0.91},
+             "classes": [{"name": "beagle", "share": 0.4}, {"name": "basset", "share": 0.2}]},
+            {"name": "mixed", "concept": None, "classes": [{"name": "airliner", "share": 0.11}]},
+        ]
+    }  # fmt: skip
+    lines = concept_lines(concepts, 2)
+    assert lines == {0: "dog 91% · beagle 40%, basset 20%", 1: "airliner 11%"}
+    assert concept_lines(concepts, 3) == {} and concept_lines(None, 2) == {}
+    assert concept_lines({"clusters": "x"}, 2) == {}
+    n = 20
+    data = rep.ReportData(
+        info={"method": "imc-swav", "dataset": "photos"},
+        metric_rows=[],
+        images=torch.zeros(n, 3, 8, 8, dtype=torch.uint8),
+        clusters=np.arange(n) % 2,
+        confidence=np.ones(n),
+        num_clusters=2,
+        cluster_names={0: "dog", 1: "mixed"},
+        cluster_concepts=lines,
+    )
+    overview = rep.render_html(data).split('<section id="overview">')[1].split("</section>")[0]
+    assert "what the classifier sees" in overview
+    assert "dog 91% · beagle 40%, basset 20%" in overview and "airliner 11%" in overview

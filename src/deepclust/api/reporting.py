@@ -224,6 +224,7 @@ def report(
             labels=data.labels.numpy() if data.has_labels else None,
             class_names=list(data.class_names or run.meta.get("class_names", [])),
             cluster_names=read_cluster_names(run_dir, k),
+            cluster_concepts=concept_lines(read_run_json(run_dir / "cluster_concepts.json"), k),
             embedding=points,
             embedding_index=index.numpy(),
             embedding_method="t-SNE" if embedding == "tsne" else "PCA",
@@ -259,3 +260,24 @@ def _embed(features: np.ndarray, method: str) -> np.ndarray:
 
     perplexity = float(min(30, max(2, (len(features) - 1) // 3)))
     return TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(reduced)
+
+
+def concept_lines(concepts: Any, k: int) -> dict[int, str]:
+    """{cluster: "mammal 88% · sorrel 28%, fox squirrel 12%"} from cluster_concepts.json (the
+    naming concept's share, then the top ImageNet classes'); {} when absent or not for K clusters."""
+    rows = concepts.get("clusters") if isinstance(concepts, dict) else None
+    if not isinstance(rows, list) or len(rows) != k:
+        return {}
+    out = {}
+    for c, row in enumerate(rows):
+        if not isinstance(row, dict):
+            return {}
+        concept = row.get("concept") or {}
+        classes = ", ".join(
+            f"{x.get('name')} {x.get('share', 0):.0%}"
+            for x in row.get("classes") or []
+            if isinstance(x, dict)
+        )
+        head = f"{concept.get('name')} {concept.get('share', 0):.0%} · " if concept else ""
+        out[c] = head + classes
+    return out

@@ -66,6 +66,9 @@ class ReportData:
     labels: np.ndarray | None = None  # [N] int, -1 = unlabelled
     class_names: list[str] = field(default_factory=list)
     cluster_names: dict[int, str] = field(default_factory=dict)
+    # per cluster, what the encoder's ImageNet classifier sees (the name's concept and share,
+    # the top classes): api/reporting.concept_lines
+    cluster_concepts: dict[int, str] = field(default_factory=dict)
     embedding: np.ndarray | None = None  # [M, 2]
     embedding_index: np.ndarray | None = None  # [M] rows of images the points belong to
     embedding_method: str = "PCA"
@@ -333,6 +336,7 @@ def cluster_facts(page: Page, k: int) -> dict[str, Any]:
         "id": k,
         "label": page.cluster_label(k),
         "name": data.cluster_names.get(k, ""),
+        "concepts": data.cluster_concepts.get(k, ""),
         "size": int(members.sum()),
         "outliers": int((members & page.outlier).sum()),
         "colour": charts.hexcol(colour(page.cluster_colour[k])),
@@ -366,6 +370,7 @@ def section_overview(page: Page) -> dict[str, Any]:
         "q": q,
         "clusters": page.clusters,
         "names": bool(data.cluster_names),
+        "concepts": bool(data.cluster_concepts),
         "labelled": data.labelled,
         "pairs": pairs,
         "merge": merge,
