@@ -24,7 +24,11 @@ from deepclust.data.store import ImageSet
 from deepclust.engine.files import write_atomic
 from deepclust.engine.runfolder import read_run_json
 from deepclust.errors import ConfigError, DeepclustError, RunFolderError, counted
-from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
+from deepclust.evaluation.predictions import (
+    read_predictions_csv,
+    stored_agreement,
+    stored_assignments,
+)
 
 
 def _stored_predictions(
@@ -42,7 +46,8 @@ def _stored_predictions(
         return None, None
     rows = read_predictions_csv(path)
     clusters, confidence = (np.asarray(v) for v in stored_assignments(path, rows, k))
-    agreement = _agreement(rows)
+    stored = stored_agreement(rows)
+    agreement = None if stored is None else np.array(stored)
     if data.paths and rows and rows[0].get("path"):
         position = {r["path"]: i for i, r in enumerate(rows)}
         gone = len(set(position) - set(data.paths))
@@ -60,15 +65,6 @@ def _stored_predictions(
         return None, None
     shared = None if agreement is None else agreement[order]
     return (clusters[order].astype(np.int64), confidence[order], shared), None
-
-
-def _agreement(rows: list[dict[str, str]]) -> np.ndarray | None:
-    """predictions.csv's neighbour agreement column (frozen runs), or None when absent."""
-    try:
-        values = np.array([float(r.get("agreement") or "nan") for r in rows])
-    except ValueError:
-        return None
-    return None if len(values) == 0 or np.isnan(values).any() else values
 
 
 def _predictions(

@@ -116,5 +116,15 @@ def stored_assignments(
     return clusters, confidence
 
 
+def stored_agreement(rows: list[dict[str, str]]) -> list[float] | None:
+    """The neighbour agreement column of every row (frozen runs), or None when it is absent
+    or not a number on some row."""
+    try:
+        values = [float(r.get("agreement") or "nan") for r in rows]
+    except ValueError:
+        return None
+    return None if not values or any(math.isnan(v) for v in values) else values
+
+
 def _altered(path: str | Path, line: int, field: str, value: str, want: str) -> None:
     raise wrong_field(path, f"line {line}, {field}", value, want)

@@ -18,7 +18,11 @@ from typing import Any
 
 from deepclust.config import RunConfig
 from deepclust.errors import ConfigError, DataError, counted
-from deepclust.evaluation.predictions import read_predictions_csv, stored_assignments
+from deepclust.evaluation.predictions import (
+    read_predictions_csv,
+    stored_agreement,
+    stored_assignments,
+)
 
 DEFAULT_METHOD = "imc-swav"
 RECIPE = "frozen"  # configs/<method>/frozen.yaml: heads on cached features of a frozen encoder
@@ -212,20 +216,13 @@ def cluster_sizes(run_dir: Path, k: int, shown: int = 3) -> tuple[list[int], lis
     path = run_dir / "predictions.csv"
     rows = read_predictions_csv(path)
     clusters, confidence = stored_assignments(path, rows)
-    agreement = [_number(r.get("agreement")) for r in rows]
+    agreement = stored_agreement(rows) or [0.0] * len(rows)
     order = sorted(range(len(rows)), key=lambda i: (-agreement[i], -confidence[i], i))
     examples: list[list[str]] = [[] for _ in range(k)]
     for i in order:
         if len(examples[clusters[i]]) < shown:
             examples[clusters[i]].append(Path(rows[i]["path"]).name)
     return [clusters.count(c) for c in range(k)], examples
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(text) if text else 0.0
-    except ValueError:
-        return 0.0
 
 
 def read_predictions(path: Path) -> tuple[list[str], list[int]]:
