@@ -75,10 +75,9 @@ def estimate_for_config(
                 f"'{cfg.encoder.name}' is trained from scratch. Give the number of clusters instead."
             )
         features = found[0]
-    feats = features
     k_min, k_max = k_range if k_range is not None else (2, None)
     return estimate_k(
-        feats.numpy(),
+        features.numpy(),
         k_min,
         k_max,
         estimator or DEFAULT_ESTIMATOR,
